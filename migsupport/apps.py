@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MigsupportConfig(AppConfig):
+    name = "migsupport"
+    verbose_name = "Alembic migration support"

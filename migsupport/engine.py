@@ -1,0 +1,94 @@
+"""SQLAlchemy engines for Django's database aliases.
+
+Alembic must migrate exactly the database Django uses, so the URL is built
+from Django's ``DATABASES`` entry and never from a second configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from django.db import DEFAULT_DB_ALIAS, connections
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import NullPool
+
+from migsupport.exceptions import ConfigurationError
+
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "sqlite": "sqlite",
+}
+
+
+def url_for_alias(alias: str = DEFAULT_DB_ALIAS) -> URL:
+    """Return the SQLAlchemy URL of the Django database ``alias``.
+
+    The connection's live ``settings_dict`` is used, so under the test
+    runner this is the test database.
+    """
+    try:
+        connection = connections[alias]
+    except Exception as exc:  # ConnectionDoesNotExist
+        raise ConfigurationError(f"unknown database alias {alias!r}") from exc
+    vendor = connection.vendor
+    params: dict[str, Any] = connection.settings_dict
+    if vendor not in _DRIVERS:
+        raise ConfigurationError(
+            f"database {alias!r} uses {vendor}; migsupport supports PostgreSQL and SQLite"
+        )
+    if vendor == "sqlite":
+        return URL.create("sqlite", database=str(params["NAME"]))
+    query = {
+        key: str(value)
+        for key, value in (params.get("OPTIONS") or {}).items()
+        if isinstance(value, (str, int))
+    }
+    return URL.create(
+        _DRIVERS[vendor],
+        username=params.get("USER") or None,
+        password=params.get("PASSWORD") or None,
+        host=params.get("HOST") or None,
+        port=int(params["PORT"]) if params.get("PORT") else None,
+        database=params.get("NAME") or None,
+        query=query,
+    )
+
+
+def safe_url(url: URL | str) -> str:
+    """Render ``url`` for people: the password, if any, is masked."""
+    if isinstance(url, str):
+        url = sa.make_url(url)
+    return url.render_as_string(hide_password=True)
+
+
+def create_engine(url: URL | str) -> Engine:
+    """Return a new engine on ``url``, with transactional DDL on SQLite too.
+
+    ``NullPool``: each operation holds one connection for its whole life (lock,
+    checks, stamp, upgrade) and closes it, so no pooled session keeps a lock.
+    On SQLite, the driver's own transaction handling is switched off and
+    SQLAlchemy emits ``BEGIN`` itself, so a failing revision's DDL rolls back
+    instead of being half-applied (the recipe from SQLAlchemy's SQLite notes).
+    """
+    engine = sa.create_engine(url, poolclass=NullPool)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+            # Foreign keys stay unenforced (SQLite's default) on migration
+            # connections: a batch-mode table rebuild drops the old table, and
+            # with enforcement on that would cascade into the child rows.
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+def engine_for_alias(alias: str = DEFAULT_DB_ALIAS) -> Engine:
+    """Return a new engine on the Django database ``alias``."""
+    return create_engine(url_for_alias(alias))

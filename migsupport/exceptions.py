@@ -1,0 +1,52 @@
+"""The exception tree of migsupport.
+
+Every error the library raises on purpose derives from ``MigsupportError``;
+management commands turn it into a ``CommandError`` in one place. Subclasses
+carry the data a caller needs to act on them.
+"""
+
+from __future__ import annotations
+
+
+class MigsupportError(Exception):
+    """Root of every error raised by migsupport."""
+
+
+class ConfigurationError(MigsupportError):
+    """The project's settings do not let migsupport work."""
+
+
+class UnmappableField(MigsupportError):
+    """A Django model field has no faithful SQLAlchemy equivalent."""
+
+    def __init__(self, model_label: str, field_name: str, reason: str) -> None:
+        self.model_label = model_label
+        self.field_name = field_name
+        self.reason = reason
+        super().__init__(f"{model_label}.{field_name}: {reason}")
+
+
+class ShapeConflict(MigsupportError):
+    """An object exists with a shape other than the one a migration expects."""
+
+    def __init__(self, kind: str, name: str, expected: str, actual: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{kind} {name} exists with another shape: expected {expected}, found {actual}"
+        )
+
+
+class EnumValueInUse(MigsupportError):
+    """An ENUM label cannot be dropped because rows still hold it."""
+
+    def __init__(self, enum_name: str, value: str, columns: list[str]) -> None:
+        self.enum_name = enum_name
+        self.value = value
+        self.columns = columns
+        super().__init__(
+            f"cannot drop label {value!r} from enum {enum_name}: rows in "
+            f"{', '.join(columns)} still use it; update or delete them first"
+        )

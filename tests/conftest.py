@@ -1,0 +1,153 @@
+"""Fixtures: real databases on both dialects.
+
+SQLite databases are files in the test's temporary folder. PostgreSQL
+databases are created, uniquely named, on the server at ``TEST_DATABASE_URL``
+(default ``postgresql://postgres@127.0.0.1:5432/postgres``) and dropped after
+the test. Without a reachable server the PostgreSQL tests skip with the
+reason, loudly; under ``CI=true`` they fail instead, since CI must run them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import URL, Engine
+
+from migsupport.engine import create_engine
+
+PG_SERVER_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+SCRATCH_PREFIX = "migsupport_test_"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PROJECT = Path(__file__).resolve().parent.parent
+PRODUCTION_SCHEMA = Path(__file__).resolve().parent / "data" / "production_schema.sql"
+
+_pg_unavailable: list[str] = []
+
+
+def _server_url() -> URL:
+    url = sa.make_url(PG_SERVER_URL)
+    return url.set(drivername="postgresql+psycopg")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> URL:
+    """Return the PostgreSQL server's URL, or skip (fail under CI) without one."""
+    url = _server_url()
+    try:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+    except sa.exc.OperationalError as exc:
+        reason = (
+            f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)}: "
+            f"{str(exc.orig).strip().splitlines()[0]}"
+        )
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        _pg_unavailable.append(reason)
+        pytest.skip(f"SKIPPED POSTGRESQL TEST: {reason}")
+    return url
+
+
+def _admin_execute(server: URL, statement: str) -> None:
+    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def create_pg_database(server: URL) -> URL:
+    """Create a uniquely named scratch database and return its URL."""
+    name = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
+    _admin_execute(server, f'CREATE DATABASE "{name}"')
+    return server.set(database=name)
+
+
+def drop_pg_database(server: URL, url: URL) -> None:
+    """Drop a scratch database, ending any session still on it."""
+    _admin_execute(server, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_server: URL) -> Iterator[URL]:
+    """Return the URL of a new, empty PostgreSQL database, dropped afterwards."""
+    url = create_pg_database(pg_server)
+    try:
+        yield url
+    finally:
+        drop_pg_database(pg_server, url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> URL:
+    """Return the URL of a new, empty SQLite database file."""
+    return URL.create("sqlite", database=str(tmp_path / "scratch.sqlite3"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def dialect_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database_url(dialect_name: str, request: pytest.FixtureRequest) -> URL:
+    """Return an empty database's URL, once per dialect."""
+    return request.getfixturevalue("pg_url" if dialect_name == "postgresql" else "sqlite_url")
+
+
+@pytest.fixture
+def engine(database_url: URL) -> Iterator[Engine]:
+    """Return an engine on the empty database, as migsupport builds them."""
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_url: URL) -> Iterator[Engine]:
+    engine = create_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def migration_ops(engine: Engine) -> Iterator[Operations]:
+    """Run ``alembic.op`` calls (and so migsupport.ops) on the empty database.
+
+    Everything runs in one transaction that is committed at the end of the
+    test, as a revision's would be.
+    """
+    with engine.begin() as connection:
+        context = MigrationContext.configure(connection)
+        with Operations.context(context) as operations:
+            yield operations
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Give Django's test database the domain tables, from the Alembic migrations."""
+    from migsupport import api
+
+    with django_db_blocker.unblock():
+        api.upgrade("head", database="default")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _pg_unavailable:
+        terminalreporter.section("PostgreSQL tests were SKIPPED", sep="!", red=True, bold=True)
+        terminalreporter.line(_pg_unavailable[0], red=True)
+        terminalreporter.line(
+            "Start PostgreSQL or set TEST_DATABASE_URL; CI=true makes this a failure."
+        )

@@ -1,0 +1,18 @@
+"""Run the project's migrations on a test database, over one connection."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from alembic import command
+from migsupport.api import alembic_config, current_heads
+
+
+def run(engine: Engine, action: str, revision: str) -> tuple[str, ...]:
+    """Run ``command.<action>(revision)`` on ``engine``; return the versions after."""
+    with engine.connect() as connection:
+        getattr(command, action)(alembic_config(connection=connection), revision)
+        connection.commit()
+        heads = current_heads(connection)
+        connection.rollback()
+    return heads
