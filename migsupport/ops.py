@@ -71,7 +71,24 @@ def _inspector() -> sa.Inspector:
 
 
 def _schema(inspector: sa.Inspector, schema: str | None) -> str | None:
-    return schema or inspector.default_schema_name
+    if schema:
+        return schema
+    if _is_postgresql():
+        # This connection's own: the dialect's default_schema_name is the one
+        # of the engine's first connection, whatever the search_path is here.
+        return op.get_bind().execute(sa.text("SELECT current_schema()")).scalar()
+    return inspector.default_schema_name
+
+
+def _ddl_schema(schema: str | None) -> str | None:
+    """Return the schema to name in DDL: on PostgreSQL online, the one inspected.
+
+    Unqualified, ``DROP ... IF EXISTS`` and ``CREATE INDEX ... ON`` follow the
+    search_path to a same-named object in another schema.
+    """
+    if schema or _offline() or not _is_postgresql():
+        return schema
+    return _schema(_inspector(), None)
 
 
 def _qualified(name: str, schema: str | None) -> str:
@@ -254,7 +271,7 @@ def drop_enum_value_if_present(
 def drop_enum_if_present(name: str, *, schema: str | None = None) -> None:
     """Drop the ENUM type ``name`` if it exists (PostgreSQL's ``IF EXISTS``)."""
     if _is_postgresql():
-        op.execute(f"DROP TYPE IF EXISTS {_qualified(name, schema)}")
+        op.execute(f"DROP TYPE IF EXISTS {_qualified(name, _ddl_schema(schema))}")
 
 
 # -- tables and columns ----------------------------------------------------------
@@ -352,7 +369,7 @@ def _copy(element: Any) -> Any:
 
 def drop_table_if_present(name: str, *, schema: str | None = None) -> None:
     """Drop the table ``name`` if it exists."""
-    op.drop_table(name, schema=schema, if_exists=True)
+    op.drop_table(name, schema=_ddl_schema(schema), if_exists=True)
 
 
 def add_column_if_missing(table: str, column: sa.Column, *, schema: str | None = None) -> None:
@@ -432,7 +449,7 @@ def create_index_if_missing(
             table,
             list(columns),
             unique=unique,
-            schema=schema,
+            schema=schema_name if _is_postgresql() else schema,
             if_not_exists=_is_postgresql() or None,
             **kwargs,
         )
@@ -461,7 +478,7 @@ def drop_index_if_present(
 ) -> None:
     """Drop the index ``name`` if it exists."""
     if _offline() or _is_postgresql():
-        op.drop_index(name, table_name=table, schema=schema, if_exists=True)
+        op.drop_index(name, table_name=table, schema=_ddl_schema(schema), if_exists=True)
         return
     inspector = _inspector()
     if _find_index(inspector, name, _schema(inspector, schema)) is not None:

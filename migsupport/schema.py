@@ -32,12 +32,18 @@ _TYPE_SYNONYMS = {
 
 _NOW_SPELLINGS = {"now()", "current_timestamp", "transaction_timestamp()", "current_timestamp()"}
 _CAST = re.compile(r"::[a-z_ ]+(\([0-9, ]+\))?(\[\])?$", re.IGNORECASE)
+_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_NEXTVAL = re.compile(r"nextval\('[^']*'(::regclass)?\)", re.IGNORECASE)
+# The default of a SERIAL column: PostgreSQL names its sequence, so any will do.
+SEQUENCE_DEFAULT = "nextval(<sequence>)"
 
 
 def render_type(type_: sa.types.TypeEngine, dialect: Dialect) -> str:
     """Return the normalized DDL spelling of ``type_`` on ``dialect``."""
     try:
-        text = type_.dialect_impl(dialect).compile(dialect=dialect)
+        # As the DDL compiler renders it: the driver's implementation type
+        # (dialect_impl) would render TEXT and CHAR(n) as VARCHAR on psycopg.
+        text = type_.compile(dialect=dialect)
     except sa.exc.CompileError:
         text = str(type_)
     text = " ".join(text.upper().split()).replace('"', "")
@@ -62,8 +68,11 @@ def normalize_default(text: str | None) -> str | None:
     value = text.strip()
     while value.startswith("(") and value.endswith(")") and _balanced(value[1:-1]):
         value = value[1:-1].strip()
-    if not value.startswith("'") or value.count("'") == 2:
-        value = _CAST.sub("", value)
+    if _NEXTVAL.fullmatch(value):
+        return SEQUENCE_DEFAULT
+    uncast = _CAST.sub("", value)
+    if not value.startswith("'") or _LITERAL.fullmatch(uncast):
+        value = uncast
     if value.lower() in _NOW_SPELLINGS:
         return "now()"
     return value
@@ -105,7 +114,26 @@ def expected_column_shape(column: sa.Column, dialect: Dialect) -> str:
     return column_shape(
         render_type(column.type, dialect),
         bool(column.nullable) and not column.primary_key,
-        render_server_default(column, dialect),
+        SEQUENCE_DEFAULT if _is_serial(column, dialect) else render_server_default(column, dialect),
+    )
+
+
+def _is_serial(column: sa.Column, dialect: Dialect) -> bool:
+    """Whether SQLAlchemy creates ``column`` as a PostgreSQL SERIAL (its DDL compiler's test)."""
+    table = getattr(column, "table", None)
+    if dialect.name != "postgresql" or table is None or not column.primary_key:
+        return False
+    impl = column.type.dialect_impl(dialect)
+    if isinstance(impl, sa.types.TypeDecorator):
+        impl = impl.impl
+    return (
+        column is table.autoincrement_column
+        and (dialect.supports_smallserial or not isinstance(impl, sa.SmallInteger))
+        and not (column.identity is not None and dialect.supports_identity_columns)
+        and (
+            column.default is None
+            or (isinstance(column.default, sa.Sequence) and bool(column.default.optional))
+        )
     )
 
 
