@@ -14,6 +14,7 @@ import os
 from logging.config import fileConfig
 
 import django
+import sqlalchemy as sa
 from django.apps import apps
 
 from alembic import context
@@ -58,9 +59,11 @@ def _options(dialect_name: str) -> dict:
         "transaction_per_migration": True,
         "version_table": conf.version_table(),
     }
-    callbacks = config.attributes.get("on_version_apply")
-    if callbacks:
-        options["on_version_apply"] = callbacks
+    # Hooks a programmatic caller may hand in: progress reporting, and
+    # pytest-alembic's way to autogenerate without writing a file.
+    for hook in ("on_version_apply", "process_revision_directives"):
+        if config.attributes.get(hook):
+            options[hook] = config.attributes[hook]
     return options
 
 
@@ -85,10 +88,12 @@ def _run(connection) -> None:
 
 def run_migrations_online() -> None:
     """Run the migrations on the caller's connection, or a new one."""
-    if external_connection is not None:
+    if isinstance(external_connection, sa.Connection):
         _run(external_connection)
         return
-    with engine_for_alias(alias).connect() as connection:
+    # pytest-alembic hands in an Engine rather than a Connection.
+    engine = external_connection if external_connection is not None else engine_for_alias(alias)
+    with engine.connect() as connection:
         _run(connection)
 
 

@@ -88,6 +88,7 @@ def upgrade(
     """Upgrade ``database`` to ``revision``, one transaction per revision."""
     engine = engine_for_alias(database)
     applied: list[AppliedRevision] = []
+    before: tuple[str, ...] = ()
     started = [time.perf_counter()]
 
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
@@ -118,7 +119,8 @@ def upgrade(
     except AlembicCommandError as exc:
         raise MigrationFailed(str(exc)) from exc
     except sa.exc.DBAPIError as exc:
-        failing = _next_revision(applied, revision)
+        reached = applied[-1].revision if applied else (before[0] if before else None)
+        failing = _revision_after(reached) or revision
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise MigrationFailed(f"revision {failing} failed: {detail}") from exc
     finally:
@@ -132,11 +134,9 @@ def upgrade(
     )
 
 
-def _next_revision(applied: list[AppliedRevision], target: str) -> str:
-    """Name the revision that was running when an upgrade failed."""
-    scripts = script_directory()
-    last = applied[-1].revision if applied else None
-    for script in scripts.walk_revisions("base", "heads"):
-        if script.down_revision == last or (last is None and script.down_revision is None):
+def _revision_after(revision: str | None) -> str | None:
+    """Return the revision that follows ``revision`` (``None``: base) in the history."""
+    for script in script_directory().walk_revisions("base", "heads"):
+        if script.down_revision == revision:
             return script.revision
-    return target
+    return None

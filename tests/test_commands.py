@@ -1,0 +1,140 @@
+"""The management commands, run for real as a deploy would run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from tests.catalog import catalog
+from tests.conftest import PROJECT
+from tests.migrate import run
+
+
+def django_url(url: URL) -> str:
+    """Return ``url`` as a DATABASE_URL for django-environ."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite:///{url.database}"
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def clean_environ(*drop: str) -> dict[str, str]:
+    """Return the environment without the test run's Django settings and ``drop``."""
+    unwanted = {"DJANGO_SETTINGS_MODULE", *drop}
+    return {k: v for k, v in os.environ.items() if k not in unwanted}
+
+
+def manage(*args: str, database_url: URL | None = None, **env: str) -> subprocess.CompletedProcess:
+    environ = clean_environ("DATABASE_URL", "DEBUG")
+    environ["SECRET_KEY"] = "tests-only-not-secret"
+    if database_url is not None:
+        environ["DATABASE_URL"] = django_url(database_url)
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_alembic_upgrade_applies_every_revision_and_reports_each(database_url, engine):
+    result = manage("alembic_upgrade", "-v", "2", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("  Applying b662310f1380 (Baseline: the deployed schema.)... OK (")
+    assert lines[1].startswith("  Applying 7c1d2e3f4a5b (")
+    assert lines[2] == f"Upgraded {database_url.render_as_string()} to 7c1d2e3f4a5b."
+    with engine.connect() as connection:
+        assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == (
+            "7c1d2e3f4a5b"
+        )
+        assert "model_version" in {
+            c["name"] for c in sa.inspect(connection).get_columns("material_detection_jobs")
+        }
+
+
+def test_alembic_upgrade_to_a_revision_stops_there(database_url, engine):
+    result = manage("alembic_upgrade", "b662310f1380", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].endswith("to b662310f1380.")
+    with engine.connect() as connection:
+        assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == (
+            "b662310f1380"
+        )
+
+
+def test_alembic_upgrade_at_head_is_a_no_op(database_url, engine):
+    run(engine, "upgrade", "head")
+    before = catalog(engine)
+
+    result = manage("alembic_upgrade", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"No revisions to apply: {database_url.render_as_string()} is at 7c1d2e3f4a5b.\n"
+    )
+    assert catalog(engine) == before
+
+
+def test_alembic_upgrade_refuses_an_unknown_revision_in_one_line(database_url, engine):
+    result = manage("alembic_upgrade", "deadbeef", database_url=database_url)
+
+    assert result.returncode == 1
+    assert result.stderr == "CommandError: Can't locate revision identified by 'deadbeef'\n"
+    with engine.connect() as connection:
+        assert sa.inspect(connection).get_table_names() == []
+
+
+def test_start_up_without_secret_key_fails_with_a_clear_line():
+    environ = clean_environ("SECRET_KEY", "DEBUG")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=PROJECT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: SECRET_KEY is not set. Set the SECRET_KEY environment variable, "
+        "or set DEBUG=true for local development.\n"
+    )
+
+
+def _settings_value(expression: str, **env: str) -> str:
+    environ = clean_environ("DATABASE_URL")
+    environ.update(env, SECRET_KEY="x", DJANGO_SETTINGS_MODULE="config.settings")
+    code = f"from django.conf import settings; print({expression})"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT, env=environ, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_without_database_url_the_project_uses_a_sqlite_file():
+    assert _settings_value("settings.DATABASES['default']['ENGINE']") == (
+        "django.db.backends.sqlite3"
+    )
+    assert _settings_value("settings.DATABASES['default']['NAME']") == str(PROJECT / "db.sqlite3")
+
+
+def test_database_url_selects_postgresql_through_psycopg():
+    url = "postgresql://app:s3cret@db.internal:5433/materials"
+    assert (
+        _settings_value(
+            "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['HOST'], "
+            "settings.DATABASES['default']['PORT'], settings.DATABASES['default']['NAME']",
+            DATABASE_URL=url,
+        )
+        == "django.db.backends.postgresql db.internal 5433 materials"
+    )
