@@ -40,6 +40,9 @@ SEQUENCE_DEFAULT = "nextval(<sequence>)"
 
 def render_type(type_: sa.types.TypeEngine, dialect: Dialect) -> str:
     """Return the normalized DDL spelling of ``type_`` on ``dialect``."""
+    if isinstance(type_, sa.Enum) and type_.native_enum and dialect.name == "postgresql":
+        # A native ENUM is named, not spelled: keep the type's own name.
+        return type_.name or "ENUM"
     try:
         # As the DDL compiler renders it: the driver's implementation type
         # (dialect_impl) would render TEXT and CHAR(n) as VARCHAR on psycopg.

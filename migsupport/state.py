@@ -1,0 +1,213 @@
+"""Classify a database: which state it is in, and the proof.
+
+The classification is read-only. It reads the versions recorded in
+``alembic_version`` (never creating the table), takes a snapshot of the live
+Alembic-owned schema, and compares it with the schema each revision is known
+to produce: from the ledger when it is fresh, or else from a replay on a
+scratch database, if the caller allows one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from migsupport import conf
+from migsupport.exceptions import MigsupportError
+from migsupport.ledger import Ledger, revision_order
+from migsupport.snapshot import Snapshot, compare, take_snapshot
+
+EMPTY = "empty"
+UP_TO_DATE = "up_to_date"
+BEHIND = "behind"
+UNVERSIONED = "unversioned"
+DRIFTED = "drifted"
+UNKNOWN_REVISION = "unknown_revision"
+STATES = (EMPTY, UP_TO_DATE, BEHIND, UNVERSIONED, DRIFTED, UNKNOWN_REVISION)
+
+
+class MultipleHeads(MigsupportError):
+    """The revision scripts have more than one head."""
+
+    def __init__(self, heads: tuple[str, ...]) -> None:
+        self.heads = heads
+        super().__init__(
+            f"the revision history has {len(heads)} heads: {', '.join(heads)}; "
+            'merge them with `alembic merge heads -m "merge"`'
+        )
+
+
+class SchemaUnknown(MigsupportError):
+    """The schema at each revision is neither recorded nor replayable."""
+
+    def __init__(self, reasons: list[str], cause: str) -> None:
+        self.reasons = reasons
+        super().__init__(
+            f"the ledger is stale ({'; '.join(reasons)}) and {cause}; "
+            "regenerate it with `manage.py alembic_ledger` where a scratch database can be made"
+        )
+
+
+@dataclass(frozen=True)
+class StateReport:
+    """The state of a database, and the proof of it."""
+
+    state: str
+    current: str | None
+    head: str | None
+    pending: tuple[str, ...] = ()
+    matches: str | None = None
+    nearest: str | None = None
+    differences: tuple[str, ...] = ()
+    ledger: str = "fresh"
+    ledger_problems: tuple[str, ...] = field(default_factory=tuple)
+    schema_source: str = "ledger"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("pending", "differences", "ledger_problems"):
+            data[key] = list(data[key])
+        return data
+
+
+def single_head(scripts: ScriptDirectory) -> str | None:
+    """Return the one head of ``scripts``; several heads is an error."""
+    heads = tuple(scripts.get_heads())
+    if len(heads) > 1:
+        raise MultipleHeads(heads)
+    return heads[0] if heads else None
+
+
+def recorded_versions(connection: sa.Connection) -> tuple[str, ...]:
+    """Return the versions in the version table, without creating it."""
+    context = MigrationContext.configure(connection, opts={"version_table": conf.version_table()})
+    return tuple(context.get_current_heads())
+
+
+def known_schemas(
+    scripts: ScriptDirectory,
+    dialect: str,
+    ledger: Ledger | None,
+    problems: list[str],
+    replay: Callable[[], Mapping[str, Snapshot]] | None,
+) -> tuple[dict[str, Snapshot], str]:
+    """Return the schema per revision, and where it came from ("ledger" or "replay")."""
+    if ledger is not None and not problems:
+        return ledger.schemas(scripts, dialect), "ledger"
+    if replay is None:
+        raise SchemaUnknown(problems, "no scratch database may be used to replay the history")
+    return dict(replay()), "replay"
+
+
+def classify(
+    connection: sa.Connection,
+    scripts: ScriptDirectory,
+    *,
+    ledger: Ledger | None,
+    replay: Callable[[], Mapping[str, Snapshot]] | None = None,
+) -> StateReport:
+    """Return the state of the database behind ``connection``.
+
+    Read-only: nothing is created, and a transaction this call began is
+    rolled back before it returns.
+    """
+    head = single_head(scripts)
+    dialect = connection.dialect.name
+    problems = ledger.stale_reasons(scripts, dialect) if ledger is not None else ["no ledger"]
+    began = not connection.in_transaction()
+    try:
+        current = recorded_versions(connection)
+        live = take_snapshot(connection)
+    finally:
+        if began and connection.in_transaction():
+            connection.rollback()
+    order = revision_order(scripts)
+    ledger_status = {"ledger": "stale" if problems else "fresh", "ledger_problems": tuple(problems)}
+    if not current and live.is_empty:
+        return StateReport(
+            state=EMPTY, current=None, head=head, pending=tuple(order), schema_source="none",
+            **ledger_status,
+        )  # fmt: skip
+
+    schemas, source = known_schemas(scripts, dialect, ledger, problems, replay)
+    common = {"head": head, "schema_source": source, **ledger_status}
+    if len(current) > 1 or (current and current[0] not in schemas):
+        nearest, differences = _nearest(live, schemas, order)
+        unknown = [c for c in current if c not in schemas] or list(current)
+        return StateReport(
+            state=UNKNOWN_REVISION,
+            current=",".join(current),
+            nearest=nearest,
+            differences=(
+                f"alembic_version records {', '.join(unknown)}, which no revision script defines",
+                *differences,
+            ),
+            **common,
+        )
+    if not current:
+        matches = _exact_match(live, schemas, order)
+        if matches is not None:
+            return StateReport(
+                state=UNVERSIONED,
+                current=None,
+                matches=matches,
+                pending=_pending(order, matches),
+                **common,
+            )
+        nearest, differences = _nearest(live, schemas, order)
+        return StateReport(
+            state=UNVERSIONED,
+            current=None,
+            nearest=nearest,
+            differences=tuple(differences),
+            **common,
+        )
+    version = current[0]
+    differences = compare(live, schemas[version])
+    if differences:
+        return StateReport(state=DRIFTED, current=version, differences=tuple(differences), **common)
+    pending = _pending(order, version)
+    return StateReport(
+        state=UP_TO_DATE if not pending else BEHIND,
+        current=version,
+        pending=pending,
+        **common,
+    )
+
+
+def _pending(order: list[str], version: str) -> tuple[str, ...]:
+    return tuple(order[order.index(version) + 1 :])
+
+
+def _exact_match(live: Snapshot, schemas: Mapping[str, Snapshot], order: list[str]) -> str | None:
+    """Return the earliest revision whose schema equals ``live``.
+
+    The earliest: when revisions share a schema (a data-only revision), the
+    later ones still run, which is the safe side.
+    """
+    digest = live.digest()
+    for revision in order:
+        if schemas[revision].digest() == digest:
+            return revision
+    return None
+
+
+def _nearest(
+    live: Snapshot, schemas: Mapping[str, Snapshot], order: list[str]
+) -> tuple[str | None, list[str]]:
+    """Return the revision with the fewest differences from ``live``, and them.
+
+    On a tie the later revision wins: drift usually happens near the tip.
+    """
+    nearest: str | None = None
+    fewest = compare(live, Snapshot())
+    for revision in order:
+        differences = compare(live, schemas[revision])
+        if nearest is None or len(differences) <= len(fewest):
+            nearest, fewest = revision, differences
+    return nearest, fewest
