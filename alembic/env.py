@@ -36,8 +36,9 @@ from migsupport.engine import engine_for_alias, url_for_alias  # noqa: E402
 config = context.config
 external_connection = config.attributes.get("connection")
 
-# Only the bare CLI configures logging; inside Django, Django's LOGGING rules.
-if external_connection is None and config.config_file_name is not None:
+# Only the bare CLI (which sets cmd_opts) configures logging from alembic.ini;
+# called from Django, Django's LOGGING rules.
+if config.cmd_opts is not None and config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 alias = config.attributes.get("database") or context.get_x_argument(as_dictionary=True).get(

@@ -7,6 +7,9 @@ prints.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,22 +20,29 @@ import sqlalchemy as sa
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError as AlembicCommandError
 from django.db import DEFAULT_DB_ALIAS
 
 from alembic import command
 from migsupport import conf
+from migsupport.backup import backup
+from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
 from migsupport.engine import engine_for_alias, safe_url, url_for_alias
-from migsupport.exceptions import MigsupportError
+from migsupport.exceptions import MigsupportError, SchemaDrift
 from migsupport.history import replay_schemas
 from migsupport.ledger import Ledger, ledger_path
-from migsupport.state import StateReport, classify
+from migsupport.locking import deploy_lock
+from migsupport.snapshot import Snapshot, compare, take_snapshot
+from migsupport.state import StateReport, classify, known_schemas, recorded_versions, single_head
 
 Progress = Callable[[str, dict[str, Any]], None]
 
 
 class MigrationFailed(MigsupportError):
     """Alembic refused or a revision failed; the message says which."""
+
+
+class DatabaseUnavailable(MigsupportError):
+    """The database could not be reached or refused the connection's user."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +57,51 @@ class AppliedRevision:
 
 @dataclass(frozen=True)
 class UpgradeResult:
-    """What an upgrade did."""
+    """What a guarded upgrade found, decided and did."""
 
     database: str
     url: str
-    before: tuple[str, ...]
-    after: tuple[str, ...]
+    state: StateReport
+    target: str
+    baseline: str | None = None
+    revisions: tuple[str, ...] = ()
     applied: tuple[AppliedRevision, ...] = field(default_factory=tuple)
+    after: str | None = None
+    backup: Path | None = None
+    sql: str | None = None
+    dry_run: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "url": self.url,
+            "state": self.state.state,
+            "current": self.state.current,
+            "target": self.target,
+            "baseline": self.baseline,
+            "revisions": list(self.revisions),
+            "applied": [
+                {"revision": a.revision, "seconds": round(a.seconds, 6)} for a in self.applied
+            ],
+            "after": self.after,
+            "backup": str(self.backup) if self.backup else None,
+            "dry_run": self.dry_run,
+            "differences": list(self.state.differences),
+        }
+
+
+@dataclass(frozen=True)
+class StampResult:
+    """What a guarded stamp found, and whether it wrote the version."""
+
+    database: str
+    url: str
+    target: str
+    current: str | None
+    proven: bool
+    differences: tuple[str, ...]
+    stamped: bool
+    dry_run: bool = False
 
 
 def alembic_config(
@@ -83,69 +131,6 @@ def current_heads(connection: sa.Connection) -> tuple[str, ...]:
     return tuple(context.get_current_heads())
 
 
-def upgrade(
-    revision: str = "head",
-    *,
-    database: str = DEFAULT_DB_ALIAS,
-    progress: Progress | None = None,
-) -> UpgradeResult:
-    """Upgrade ``database`` to ``revision``, one transaction per revision."""
-    engine = engine_for_alias(database)
-    applied: list[AppliedRevision] = []
-    before: tuple[str, ...] = ()
-    started = [time.perf_counter()]
-
-    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        now = time.perf_counter()
-        script = step.revision_map.get_revision(step.up_revision_id)
-        item = AppliedRevision(
-            revision=script.revision,
-            down_revision=script.down_revision,
-            doc=script.doc,
-            seconds=now - started[0],
-        )
-        started[0] = now
-        applied.append(item)
-        if progress:
-            progress("apply_success", {"revision": item})
-
-    try:
-        with engine.connect() as connection:
-            before = current_heads(connection)
-            connection.commit()
-            config = alembic_config(
-                database=database, connection=connection, on_version_apply=on_version_apply
-            )
-            started[0] = time.perf_counter()
-            command.upgrade(config, revision)
-            after = current_heads(connection)
-            connection.commit()
-    except AlembicCommandError as exc:
-        raise MigrationFailed(str(exc)) from exc
-    except sa.exc.DBAPIError as exc:
-        reached = applied[-1].revision if applied else (before[0] if before else None)
-        failing = _revision_after(reached) or revision
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise MigrationFailed(f"revision {failing} failed: {detail}") from exc
-    finally:
-        engine.dispose()
-    return UpgradeResult(
-        database=database,
-        url=safe_url(engine.url),
-        before=before,
-        after=after,
-        applied=tuple(applied),
-    )
-
-
-def _revision_after(revision: str | None) -> str | None:
-    """Return the revision that follows ``revision`` (``None``: base) in the history."""
-    for script in script_directory().walk_revisions("base", "heads"):
-        if script.down_revision == revision:
-            return script.revision
-    return None
-
-
 # -- state ---------------------------------------------------------------------
 
 
@@ -161,6 +146,35 @@ class StatusResult:
         return {"database": self.database, "url": self.url, **self.report.to_dict()}
 
 
+class _Knowledge:
+    """What one operation knows of the history: scripts, ledger, replayed schemas.
+
+    A replay, when the ledger is stale, runs at most once per operation.
+    """
+
+    def __init__(self, config: Config, url: sa.URL, *, replay: bool) -> None:
+        self.config = config
+        self.scripts = script_directory(config)
+        self.ledger = Ledger.load(ledger_path(self.scripts))
+        self.url = url
+        self.allow_replay = replay
+        self._replayed: dict[str, Snapshot] | None = None
+
+    def replayed(self) -> dict[str, Snapshot]:
+        if self._replayed is None:
+            self._replayed = replay_schemas(self.url, _detached(self.config))
+        return self._replayed
+
+    def classify(self, connection: sa.Connection) -> StateReport:
+        replay = self.replayed if self.allow_replay else None
+        return classify(connection, self.scripts, ledger=self.ledger, replay=replay)
+
+    def schemas(self, dialect: str) -> dict[str, Snapshot]:
+        problems = self.ledger.stale_reasons(self.scripts, dialect)
+        replay = self.replayed if self.allow_replay else None
+        return known_schemas(self.scripts, dialect, self.ledger, problems, replay)[0]
+
+
 def inspect_state(
     connection: sa.Connection,
     *,
@@ -173,14 +187,7 @@ def inspect_state(
     database beside it.
     """
     config = config or alembic_config()
-    scripts = script_directory(config)
-    ledger = Ledger.load(ledger_path(scripts))
-    url = connection.engine.url
-
-    def replayed() -> dict:
-        return replay_schemas(url, _detached(config))
-
-    return classify(connection, scripts, ledger=ledger, replay=replayed if replay else None)
+    return _Knowledge(config, connection.engine.url, replay=replay).classify(connection)
 
 
 def _detached(config: Config) -> Config:
@@ -192,22 +199,303 @@ def _detached(config: Config) -> Config:
 
 def status(database: str = DEFAULT_DB_ALIAS, *, replay: bool = True) -> StatusResult:
     """Return the state of ``database``, without changing anything."""
-    engine = engine_for_alias(database)
+    _require_existing_sqlite_file(database)
+    engine = engine_for_alias(database, application_name="migsupport alembic_status")
     try:
         with engine.connect() as connection:
             report = inspect_state(
                 connection, config=alembic_config(database=database), replay=replay
             )
     except sa.exc.DBAPIError as exc:
-        raise MigrationFailed(_database_error(exc)) from exc
+        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
     finally:
         engine.dispose()
     return StatusResult(database=database, url=safe_url(engine.url), report=report)
 
 
-def _database_error(exc: sa.exc.DBAPIError) -> str:
-    """Return the first line of a driver error, which never carries the password."""
-    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+def _require_existing_sqlite_file(database: str) -> None:
+    """Refuse a SQLite path with no file: opening it would create an empty database."""
+    url = url_for_alias(database)
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not Path(url.database).exists()
+    ):
+        raise DatabaseUnavailable(f"{safe_url(url)}: the database file does not exist")
+
+
+def _database_error(exc: sa.exc.DBAPIError, url: sa.URL | None = None) -> str:
+    """Return the first line of a driver error, with the password masked."""
+    text = str(exc.orig).strip() if exc.orig else str(exc)
+    line = (text.splitlines() or ["database error"])[0]
+    if url is not None and url.password:
+        line = line.replace(str(url.password), "***")
+    where = f"{safe_url(url)}: " if url is not None else ""
+    return f"{where}{line}"
+
+
+# -- upgrade and stamp ---------------------------------------------------------
+
+
+def _emit(progress: Progress | None, event: str, **data: Any) -> None:
+    if progress is not None:
+        progress(event, data)
+
+
+def upgrade(
+    revision: str = "head",
+    *,
+    database: str = DEFAULT_DB_ALIAS,
+    plan: bool = False,
+    sql: bool = False,
+    baseline: bool = True,
+    lock_timeout: float = 300.0,
+    backup_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> UpgradeResult:
+    """Upgrade ``database`` to ``revision``, guarded.
+
+    One connection carries the deploy lock, the state check, the baseline
+    stamp and the upgrade. An unversioned database whose schema equals a
+    revision is baselined there first (unless ``baseline`` is false); a
+    drifted, unknown or unmatched one is refused before anything changes.
+    Each revision runs in its own transaction, and the result is checked
+    against the target's schema. ``plan`` and ``sql`` change nothing.
+    """
+    config = alembic_config(database=database)
+    scripts = script_directory(config)
+    target = resolve_revision(scripts, revision)
+    single_head(scripts)
+    engine = engine_for_alias(database, application_name="migsupport alembic_upgrade")
+    url = safe_url(engine.url)
+    knowledge = _Knowledge(config, engine.url, replay=True)
+    try:
+        with engine.connect() as connection:
+            if plan or sql:
+                # Read-only paths take no lock: they never write.
+                report = knowledge.classify(connection)
+                decided = plan_upgrade(report, scripts, target, baseline=baseline)
+                result = UpgradeResult(
+                    database=database,
+                    url=url,
+                    state=report,
+                    target=target,
+                    baseline=decided.baseline,
+                    revisions=decided.revisions,
+                    after=report.current,
+                    dry_run=True,
+                )
+                if sql:
+                    result = dataclasses.replace(result, sql=_offline_sql(database, decided))
+                return result
+            lock = deploy_lock(
+                connection,
+                name=f"{conf.version_table()}:{database}",
+                timeout=lock_timeout,
+                on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
+            )
+            with lock:
+                _emit(progress, "lock_acquired")
+                return _guarded_upgrade(
+                    connection, knowledge, database, url, target, baseline, backup_dir, progress
+                )
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
+    finally:
+        engine.dispose()
+
+
+def _guarded_upgrade(
+    connection: sa.Connection,
+    knowledge: _Knowledge,
+    database: str,
+    url: str,
+    target: str,
+    baseline: bool,
+    backup_dir: Path | None,
+    progress: Progress | None,
+) -> UpgradeResult:
+    # Classified after the lock: another deploy may have finished meanwhile.
+    report = knowledge.classify(connection)
+    _emit(progress, "state", report=report)
+    decided = plan_upgrade(report, knowledge.scripts, target, baseline=baseline)
+    result = UpgradeResult(
+        database=database,
+        url=url,
+        state=report,
+        target=target,
+        baseline=decided.baseline,
+        revisions=decided.revisions,
+        after=report.current,
+    )
+    if not decided.changes_anything:
+        return result
+    # The target's schema must be known before anything changes, so that the
+    # result can be checked: from the ledger, or a replay now.
+    expected = knowledge.schemas(connection.dialect.name)
+    backup_path = None
+    if backup_dir is not None:
+        backup_path = backup(connection, Path(backup_dir), report.current)
+        connection.rollback()
+        _emit(progress, "backup", path=backup_path)
+    if decided.baseline:
+        command.stamp(alembic_config(database=database, connection=connection), decided.baseline)
+        connection.commit()
+        _emit(progress, "baseline", revision=decided.baseline)
+    applied = _apply(connection, database, knowledge.scripts, decided, progress)
+    after = recorded_versions(connection)
+    differences = compare(take_snapshot(connection), expected[target])
+    connection.rollback()
+    if after != (target,) or differences:
+        raise SchemaDrift(
+            f"the upgrade to {target} finished, but the database records "
+            f"{', '.join(after) or 'no version'} and its schema differs from that revision",
+            tuple(differences),
+        )
+    return dataclasses.replace(result, applied=tuple(applied), after=target, backup=backup_path)
+
+
+def _apply(
+    connection: sa.Connection,
+    database: str,
+    scripts: ScriptDirectory,
+    decided: UpgradePlan,
+    progress: Progress | None,
+) -> list[AppliedRevision]:
+    """Apply the planned revisions, one transaction each; name the one that fails."""
+    applied: list[AppliedRevision] = []
+    clock = [time.perf_counter()]
+    pending = list(decided.revisions)
+
+    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        now = time.perf_counter()
+        script = scripts.get_revision(step.up_revision_id)
+        item = AppliedRevision(
+            revision=script.revision,
+            down_revision=script.down_revision,
+            doc=script.doc,
+            seconds=now - clock[0],
+        )
+        clock[0] = now
+        applied.append(item)
+        pending.remove(script.revision)
+        _emit(progress, "apply_success", revision=item)
+        if pending:
+            _emit(progress, "apply_start", revision=scripts.get_revision(pending[0]))
+
+    if pending:
+        _emit(progress, "apply_start", revision=scripts.get_revision(pending[0]))
+    config = alembic_config(
+        database=database, connection=connection, on_version_apply=on_version_apply
+    )
+    clock[0] = time.perf_counter()
+    try:
+        command.upgrade(config, decided.target)
+        connection.commit()
+    except Exception as exc:
+        if connection.in_transaction():
+            connection.rollback()
+        failing = pending[0] if pending else decided.target
+        if isinstance(exc, sa.exc.DBAPIError):
+            detail = _database_error(exc)
+        else:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        last = applied[-1].revision if applied else (decided.start or "base")
+        raise MigrationFailed(
+            f"revision {failing} failed and was rolled back; the database stays at {last}: {detail}"
+        ) from exc
+    return applied
+
+
+def _offline_sql(database: str, decided: UpgradePlan) -> str:
+    """Return the SQL of the plan, from Alembic's offline mode, for review."""
+    buffer = io.StringIO()
+    config = alembic_config(database=database)
+    config.output_buffer = buffer
+    if decided.baseline:
+        buffer.write(f"-- Baseline: the live schema equals {decided.baseline}; record it.\n")
+        command.stamp(config, decided.baseline, sql=True)
+    if decided.revisions:
+        start = decided.start
+        command.upgrade(config, f"{start}:{decided.target}" if start else decided.target, sql=True)
+    return buffer.getvalue()
+
+
+def stamp(
+    revision: str = "head",
+    *,
+    database: str = DEFAULT_DB_ALIAS,
+    plan: bool = False,
+    force: bool = False,
+    lock_timeout: float = 300.0,
+    progress: Progress | None = None,
+) -> StampResult:
+    """Record ``revision`` as the version of ``database`` only when its schema proves it.
+
+    Proof: the live Alembic-owned schema equals the schema the ledger records
+    for ``revision`` (``base``: no Alembic-owned objects). Without proof it
+    raises :class:`SchemaDrift` and writes nothing, unless ``force``.
+    """
+    config = alembic_config(database=database)
+    scripts = script_directory(config)
+    target = resolve_revision(scripts, revision)
+    single_head(scripts)
+    engine = engine_for_alias(database, application_name="migsupport alembic_stamp")
+    url = safe_url(engine.url)
+    knowledge = _Knowledge(config, engine.url, replay=True)
+    try:
+        with engine.connect() as connection:
+            lock = (
+                contextlib.nullcontext()
+                if plan
+                else deploy_lock(
+                    connection,
+                    name=f"{conf.version_table()}:{database}",
+                    timeout=lock_timeout,
+                    on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
+                )
+            )
+            with lock:
+                current = recorded_versions(connection)
+                live = take_snapshot(connection)
+                connection.rollback()
+                expected = (
+                    Snapshot()
+                    if target == BASE
+                    else knowledge.schemas(connection.dialect.name)[target]
+                )
+                differences = tuple(compare(live, expected))
+                result = StampResult(
+                    database=database,
+                    url=url,
+                    target=target,
+                    current=",".join(current) or None,
+                    proven=not differences,
+                    differences=differences,
+                    stamped=False,
+                    dry_run=plan,
+                )
+                wanted = () if target == BASE else (target,)
+                if current == wanted:
+                    return result
+                if differences and not force:
+                    raise SchemaDrift(
+                        f"refused: the schema does not equal revision {target}, so it cannot be "
+                        "stamped; nothing was written (--force stamps without proof)",
+                        differences,
+                    )
+                if plan:
+                    return result
+                # purge: a version no script defines cannot be moved from, only replaced.
+                command.stamp(
+                    alembic_config(database=database, connection=connection), target, purge=True
+                )
+                connection.commit()
+                return dataclasses.replace(result, stamped=True)
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
+    finally:
+        engine.dispose()
 
 
 # -- ledger --------------------------------------------------------------------
@@ -275,8 +563,10 @@ def update_ledger(
 
 __all__ = [
     "AppliedRevision",
+    "DatabaseUnavailable",
     "LedgerResult",
     "MigrationFailed",
+    "StampResult",
     "StatusResult",
     "UpgradeResult",
     "alembic_config",
@@ -284,6 +574,7 @@ __all__ = [
     "current_heads",
     "inspect_state",
     "script_directory",
+    "stamp",
     "status",
     "update_ledger",
     "upgrade",

@@ -58,12 +58,12 @@ def url_for_alias(alias: str = DEFAULT_DB_ALIAS) -> URL:
 
 def safe_url(url: URL | str) -> str:
     """Render ``url`` for people: the password, if any, is masked."""
-    if isinstance(url, str):
-        url = sa.make_url(url)
-    return url.render_as_string(hide_password=True)
+    url = sa.make_url(url)
+    # The driver is an implementation detail: show the URL as DATABASE_URL spells it.
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
-def create_engine(url: URL | str) -> Engine:
+def create_engine(url: URL | str, *, application_name: str | None = None) -> Engine:
     """Return a new engine on ``url``, with transactional DDL on SQLite too.
 
     ``NullPool``: each operation holds one connection for its whole life (lock,
@@ -72,7 +72,12 @@ def create_engine(url: URL | str) -> Engine:
     SQLAlchemy emits ``BEGIN`` itself, so a failing revision's DDL rolls back
     instead of being half-applied (the recipe from SQLAlchemy's SQLite notes).
     """
-    engine = sa.create_engine(url, poolclass=NullPool)
+    url = sa.make_url(url)
+    connect_args: dict[str, Any] = {}
+    if application_name and url.get_backend_name() == "postgresql":
+        # Shown in pg_stat_activity, so a lock's holder can be named.
+        connect_args["application_name"] = application_name
+    engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -89,6 +94,8 @@ def create_engine(url: URL | str) -> Engine:
     return engine
 
 
-def engine_for_alias(alias: str = DEFAULT_DB_ALIAS) -> Engine:
+def engine_for_alias(
+    alias: str = DEFAULT_DB_ALIAS, *, application_name: str | None = None
+) -> Engine:
     """Return a new engine on the Django database ``alias``."""
-    return create_engine(url_for_alias(alias))
+    return create_engine(url_for_alias(alias), application_name=application_name)

@@ -50,3 +50,48 @@ class EnumValueInUse(MigsupportError):
             f"cannot drop label {value!r} from enum {enum_name}: rows in "
             f"{', '.join(columns)} still use it; update or delete them first"
         )
+
+
+class LockTimeout(MigsupportError):
+    """The deploy lock was not acquired in time."""
+
+    def __init__(self, lock: str, waited: float, holder: str | None) -> None:
+        self.lock = lock
+        self.waited = waited
+        self.holder = holder
+        held = f"; held by {holder}" if holder else ""
+        super().__init__(
+            f"timed out after {waited:.1f}s waiting for the deploy lock ({lock}){held}; "
+            "nothing was changed. Retry when the other deploy has finished, or raise "
+            "--lock-timeout"
+        )
+
+
+class UnknownRevision(MigsupportError):
+    """A revision named on the command line is not in the scripts."""
+
+    def __init__(self, revision: str, heads: tuple[str, ...], detail: str | None = None) -> None:
+        self.revision = revision
+        self.heads = heads
+        reason = detail or f"unknown revision {revision!r}"
+        super().__init__(f"{reason}; the known heads are: {', '.join(heads) or '(none)'}")
+
+
+class Refused(MigsupportError):
+    """A guarded command will not act on this database; nothing was changed.
+
+    ``differences`` says how the live schema differs from what the command
+    needed to prove.
+    """
+
+    def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
+        self.differences = tuple(differences)
+        super().__init__(message)
+
+
+class SchemaDrift(Refused):
+    """The live schema differs from the schema a revision produces."""
+
+
+class BackupFailed(MigsupportError):
+    """The backup could not be written; nothing was changed."""

@@ -56,6 +56,11 @@ def _down(scripts: ScriptDirectory, revision: str) -> str | None:
     return down
 
 
+def _delta_base(down: str | None) -> str | None:
+    """Return the revision a delta is taken against: the first parent of a merge."""
+    return down.split(",")[0] if down else None
+
+
 def _delta(before: Snapshot, after: Snapshot) -> dict[str, Any]:
     def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         changed = {k: v for k, v in new.items() if old.get(k) != v}
@@ -136,8 +141,8 @@ class Ledger:
         result: dict[str, Snapshot] = {}
         for revision in revision_order(scripts):
             entry = self.entries[revision]
-            down = entry.get("down_revision")
-            below = result[down] if down else Snapshot()
+            base = _delta_base(entry.get("down_revision"))
+            below = result[base] if base else Snapshot()
             result[revision] = _apply(below, entry["schema"][dialect]["delta"])
         return result
 
@@ -167,8 +172,9 @@ class Ledger:
             if old.get("checksum") == checksum:
                 schema.update({d: v for d, v in old.get("schema", {}).items() if d not in recorded})
             down = _down(scripts, revision)
+            base = _delta_base(down)
             for dialect, snapshots in recorded.items():
-                below = snapshots[down] if down else Snapshot()
+                below = snapshots[base] if base else Snapshot()
                 after = snapshots[revision]
                 schema[dialect] = {"digest": after.digest(), "delta": _delta(below, after)}
             entries[revision] = {"down_revision": down, "checksum": checksum, "schema": schema}

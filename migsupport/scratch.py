@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,24 +52,32 @@ def scratch_database(url: URL, *, keep: bool = False) -> Iterator[URL]:
     name = f"{PREFIX}{uuid.uuid4().hex[:16]}"
     admin = _autocommit_engine(url)
     try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.ProgrammingError as exc:
-        admin.dispose()
-        if getattr(exc.orig, "sqlstate", None) == "42501":
-            raise ScratchDatabaseError(
-                f"user {url.username or '(default)'} may not create databases on "
-                f"{safe_url(url.set(database=None))}: the scratch database needs the CREATEDB "
-                "right (ALTER ROLE ... CREATEDB), or a ledger that is up to date"
-            ) from exc
-        raise
-    except BaseException:
-        admin.dispose()
-        raise
-    try:
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        except sa.exc.ProgrammingError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "42501":
+                raise ScratchDatabaseError(
+                    f"user {url.username or '(default)'} may not create databases on "
+                    f"{safe_url(url.set(database=None))}: the scratch database needs the "
+                    "CREATEDB right (ALTER ROLE ... CREATEDB), or a ledger that is up to date"
+                ) from exc
+            raise
         yield url.set(database=name)
     finally:
+        # Also after an interrupted CREATE: the server may have finished it.
         if not keep:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _drop_uninterrupted(admin, name)
         admin.dispose()
+
+
+def _drop_uninterrupted(admin: sa.Engine, name: str) -> None:
+    """Drop the scratch database; a Ctrl-C meanwhile waits until it is gone."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)

@@ -48,9 +48,16 @@ class Snapshot:
         return cls(tables=dict(data.get("tables", {})), enums=dict(data.get("enums", {})))
 
     def digest(self) -> str:
-        """Return a checksum equal for equal snapshots, whatever their key order."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        """Return a checksum equal for equal snapshots, whatever their key order.
+
+        Computed once: a snapshot is never changed after it is made.
+        """
+        cached = self.__dict__.get("_digest")
+        if cached is None:
+            text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            cached = hashlib.sha256(text.encode()).hexdigest()
+            object.__setattr__(self, "_digest", cached)
+        return cached
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Snapshot):
@@ -92,7 +99,7 @@ def take_snapshot(connection: sa.Connection, *, schema: str | None = None) -> Sn
         for name in names:
             key = (schema, name)
             tables[name] = _table_shape(
-                dialect, columns[key], pks[key], fks[key], uniques[key], indexes[key]
+                dialect, schema, columns[key], pks[key], fks[key], uniques[key], indexes[key]
             )
     enums: dict[str, list[str]] = {}
     if dialect.name == "postgresql":
@@ -103,6 +110,7 @@ def take_snapshot(connection: sa.Connection, *, schema: str | None = None) -> Sn
 
 def _table_shape(
     dialect: sa.Dialect,
+    schema: str | None,
     columns: list[dict[str, Any]],
     pk: dict[str, Any],
     fks: list[dict[str, Any]],
@@ -123,7 +131,7 @@ def _table_shape(
             (
                 {
                     "columns": list(fk["constrained_columns"]),
-                    "referred_table": fk["referred_table"],
+                    "referred_table": _referred_table(fk, schema),
                     "referred_columns": list(fk["referred_columns"]),
                     "ondelete": normalize_ondelete((fk.get("options") or {}).get("ondelete")),
                 }
@@ -134,7 +142,8 @@ def _table_shape(
         "unique": sorted(list(uq["column_names"]) for uq in uniques),
         "indexes": {
             index["name"]: {
-                "columns": [str(c) for c in index["column_names"]],
+                # An expression's slot in column_names is None; its text is in expressions.
+                "columns": [str(c) for c in index.get("expressions") or index["column_names"]],
                 "unique": bool(index["unique"]),
             }
             for index in indexes
@@ -142,6 +151,17 @@ def _table_shape(
             if not index.get("duplicates_constraint")
         },
     }
+
+
+def _referred_table(fk: Mapping[str, Any], schema: str | None) -> str:
+    """Return the table a foreign key refers to, qualified when it is in another schema.
+
+    A same-named table in another schema is another table.
+    """
+    referred_schema = fk.get("referred_schema")
+    if referred_schema is None or referred_schema == schema:
+        return fk["referred_table"]
+    return f"{referred_schema}.{fk['referred_table']}"
 
 
 def _fk_key(fk: Mapping[str, Any]) -> str:

@@ -138,19 +138,23 @@ def classify(
     common = {"head": head, "schema_source": source, **ledger_status}
     if len(current) > 1 or (current and current[0] not in schemas):
         nearest, differences = _nearest(live, schemas, order)
-        unknown = [c for c in current if c not in schemas] or list(current)
+        unknown = [c for c in current if c not in schemas]
+        reason = (
+            f"alembic_version records {', '.join(unknown)}, which no revision script defines"
+            if unknown
+            else f"alembic_version records {len(current)} versions ({', '.join(current)}), "
+            "but the revision history has a single head"
+        )
         return StateReport(
             state=UNKNOWN_REVISION,
             current=",".join(current),
             nearest=nearest,
-            differences=(
-                f"alembic_version records {', '.join(unknown)}, which no revision script defines",
-                *differences,
-            ),
+            differences=(reason, *differences),
             **common,
         )
     if not current:
-        matches = _exact_match(live, schemas, order)
+        digests = ledger.digests(dialect) if source == "ledger" and ledger is not None else None
+        matches = _exact_match(live, schemas, order, digests)
         if matches is not None:
             return StateReport(
                 state=UNVERSIONED,
@@ -184,15 +188,29 @@ def _pending(order: list[str], version: str) -> tuple[str, ...]:
     return tuple(order[order.index(version) + 1 :])
 
 
-def _exact_match(live: Snapshot, schemas: Mapping[str, Snapshot], order: list[str]) -> str | None:
+def _exact_match(
+    live: Snapshot,
+    schemas: Mapping[str, Snapshot],
+    order: list[str],
+    digests: Mapping[str, str] | None = None,
+) -> str | None:
     """Return the earliest revision whose schema equals ``live``.
 
     The earliest: when revisions share a schema (a data-only revision), the
-    later ones still run, which is the safe side.
+    later ones still run, which is the safe side. ``digests`` (the ledger's)
+    spare serializing every revision's schema; without them, only schemas
+    with the same table and enum names are serialized.
     """
     digest = live.digest()
     for revision in order:
-        if schemas[revision].digest() == digest:
+        if digests is not None:
+            if digests.get(revision) == digest:
+                return revision
+            continue
+        schema = schemas[revision]
+        if schema.tables.keys() != live.tables.keys() or schema.enums.keys() != live.enums.keys():
+            continue
+        if schema.digest() == digest:
             return revision
     return None
 
@@ -207,7 +225,15 @@ def _nearest(
     nearest: str | None = None
     fewest = compare(live, Snapshot())
     for revision in order:
-        differences = compare(live, schemas[revision])
+        schema = schemas[revision]
+        # Each table or enum present on one side only is one difference at
+        # least: a revision already further off than the best is skipped.
+        floor = len(live.tables.keys() ^ schema.tables.keys()) + len(
+            live.enums.keys() ^ schema.enums.keys()
+        )
+        if nearest is not None and floor > len(fewest):
+            continue
+        differences = compare(live, schema)
         if nearest is None or len(differences) <= len(fewest):
             nearest, fewest = revision, differences
     return nearest, fewest

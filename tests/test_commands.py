@@ -27,6 +27,11 @@ def clean_environ(*drop: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in unwanted}
 
 
+def shown(url: URL) -> str:
+    """Return ``url`` as the commands print it: no driver, password masked."""
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+
 def manage(*args: str, database_url: URL | None = None, **env: str) -> subprocess.CompletedProcess:
     environ = clean_environ("DATABASE_URL", "DEBUG")
     environ["SECRET_KEY"] = "tests-only-not-secret"
@@ -48,9 +53,12 @@ def test_alembic_upgrade_applies_every_revision_and_reports_each(database_url, e
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("  Applying b662310f1380 (Baseline: the deployed schema.)... OK (")
-    assert lines[1].startswith("  Applying 7c1d2e3f4a5b (")
-    assert lines[2] == f"Upgraded {database_url.render_as_string()} to 7c1d2e3f4a5b."
+    assert lines[0] == "State: empty"
+    assert lines[1].startswith("  Applying b662310f1380 (Baseline: the deployed schema.)... OK (")
+    assert lines[2].startswith("  Applying 7c1d2e3f4a5b (")
+    assert lines[3] == (
+        f"Upgraded {shown(database_url)} to 7c1d2e3f4a5b; the schema equals that revision."
+    )
     with engine.connect() as connection:
         assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == (
             "7c1d2e3f4a5b"
@@ -64,7 +72,9 @@ def test_alembic_upgrade_to_a_revision_stops_there(database_url, engine):
     result = manage("alembic_upgrade", "b662310f1380", database_url=database_url)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1].endswith("to b662310f1380.")
+    assert result.stdout.splitlines()[-1].endswith(
+        "to b662310f1380; the schema equals that revision."
+    )
     with engine.connect() as connection:
         assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == (
             "b662310f1380"
@@ -79,7 +89,7 @@ def test_alembic_upgrade_at_head_is_a_no_op(database_url, engine):
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
-        f"No revisions to apply: {database_url.render_as_string()} is at 7c1d2e3f4a5b.\n"
+        f"No revisions to apply: {shown(database_url)} is at 7c1d2e3f4a5b.\n"
     )
     assert catalog(engine) == before
 
@@ -88,7 +98,9 @@ def test_alembic_upgrade_refuses_an_unknown_revision_in_one_line(database_url, e
     result = manage("alembic_upgrade", "deadbeef", database_url=database_url)
 
     assert result.returncode == 1
-    assert result.stderr == "CommandError: Can't locate revision identified by 'deadbeef'\n"
+    assert result.stderr == (
+        "CommandError: unknown revision 'deadbeef'; the known heads are: 7c1d2e3f4a5b\n"
+    )
     with engine.connect() as connection:
         assert sa.inspect(connection).get_table_names() == []
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DEFAULT_DB_ALIAS, connections
 
-from migsupport.exceptions import MigsupportError
+from migsupport.exceptions import MigsupportError, Refused
 
 
 class MigsupportCommand(BaseCommand):
@@ -17,7 +17,14 @@ class MigsupportCommand(BaseCommand):
     becomes a one-line ``CommandError`` here, the only place that translates.
     """
 
+    # Django's system checks are about the project's models and URLs, not the
+    # migration state; a deploy step runs on every release, so it skips them.
+    requires_system_checks: list[str] = []
+
     def add_arguments(self, parser: CommandParser) -> None:
+        self.add_database_argument(parser)
+
+    def add_database_argument(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--database",
             default=DEFAULT_DB_ALIAS,
@@ -29,8 +36,22 @@ class MigsupportCommand(BaseCommand):
         self.verbosity = options["verbosity"]
         try:
             return self.run(*args, **options)
+        except Refused as exc:
+            self.write_differences(exc.differences, self.stderr)
+            raise CommandError(str(exc)) from exc
         except MigsupportError as exc:
             raise CommandError(str(exc)) from exc
+
+    def write_differences(
+        self, differences: tuple[str, ...], stream: Any, *, warning: bool = False
+    ) -> None:
+        """Write the differences a refusal or a warning rests on, one per line."""
+        if not differences:
+            return
+        style = self.style.WARNING if warning else self.style.ERROR
+        stream.write(style("Differences from the expected schema:"))
+        for difference in differences:
+            stream.write(f"  - {difference}")
 
     def run(self, *args: Any, **options: Any) -> Any:
         raise NotImplementedError

@@ -1,0 +1,142 @@
+"""The deploy lock: one guarded command at a time per database.
+
+On PostgreSQL it is a session-level advisory lock, polled with
+``pg_try_advisory_lock`` up to a timeout. Polling, not the blocking
+``pg_advisory_lock``: a blocked session waits inside the lock manager, where
+it can deadlock against ``CREATE INDEX CONCURRENTLY`` (as Flyway did) and
+cannot be given up on cleanly. The lock belongs to the session, so it is
+released when the connection ends, even if the process is killed.
+
+On SQLite it is a file lock beside the database file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import filelock
+import sqlalchemy as sa
+
+from migsupport.exceptions import LockTimeout
+
+POLL_SECONDS = 0.25
+
+
+def advisory_key(name: str) -> int:
+    """Return a stable signed 64-bit key for the advisory lock called ``name``."""
+    digest = hashlib.sha256(f"migsupport:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _pg_holder(connection: sa.Connection, key: int) -> str | None:
+    """Describe the session holding the advisory lock ``key``, if PostgreSQL can tell."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    row = connection.execute(
+        sa.text(
+            "SELECT a.pid, a.usename, a.application_name, a.client_addr, a.state, "
+            "a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1 LIMIT 1"
+        ),
+        {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+    ).first()
+    if row is None:
+        return None
+    pid, user, application, client, state, started = row
+    parts = [f"pid {pid}"]
+    if user:
+        parts.append(f"user {user}")
+    if application:
+        parts.append(f"application {application!r}")
+    if client:
+        parts.append(f"client {client}")
+    if started:
+        parts.append(f"connected since {started:%Y-%m-%d %H:%M:%S %Z}".rstrip())
+    if state:
+        parts.append(f"state {state}")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _pg_lock(
+    connection: sa.Connection, name: str, timeout: float, on_wait: Callable[[str], None] | None
+) -> Iterator[None]:
+    key = advisory_key(name)
+    label = f"PostgreSQL advisory lock {key} ({name})"
+    started = time.monotonic()
+    announced = False
+    while True:
+        acquired = connection.execute(
+            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
+        ).scalar()
+        # Session-level: ending this transaction keeps the lock.
+        connection.commit()
+        if acquired:
+            break
+        waited = time.monotonic() - started
+        if waited >= timeout:
+            holder = _pg_holder(connection, key)
+            connection.rollback()
+            raise LockTimeout(label, waited, holder)
+        if not announced and on_wait is not None:
+            on_wait(f"{label} is held by {_pg_holder(connection, key) or 'another session'}")
+            connection.rollback()
+            announced = True
+        time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.0)))
+    try:
+        yield
+    finally:
+        if not connection.closed and not connection.invalidated:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                if connection.in_transaction():
+                    connection.rollback()
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, timeout: float, on_wait: Callable[[str], None] | None) -> Iterator[None]:
+    label = f"file lock {path}"
+    lock = filelock.FileLock(str(path))
+    started = time.monotonic()
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        if on_wait is not None:
+            on_wait(f"{label} is held by another process")
+        try:
+            lock.acquire(
+                timeout=max(timeout - (time.monotonic() - started), 0), poll_interval=POLL_SECONDS
+            )
+        except filelock.Timeout:
+            raise LockTimeout(label, time.monotonic() - started, "another process") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def deploy_lock(
+    connection: sa.Connection,
+    *,
+    name: str,
+    timeout: float,
+    on_wait: Callable[[str], None] | None = None,
+) -> contextlib.AbstractContextManager[None]:
+    """Hold the deploy lock for the database behind ``connection``.
+
+    ``on_wait`` is called once, with a description of the lock and its
+    holder, if the lock is not free at once. :class:`LockTimeout` is raised
+    after ``timeout`` seconds.
+    """
+    if connection.dialect.name == "postgresql":
+        return _pg_lock(connection, name, timeout, on_wait)
+    database = connection.engine.url.database
+    if not database or database == ":memory:":
+        return contextlib.nullcontext()
+    return _file_lock(Path(f"{database}.migsupport-lock"), timeout, on_wait)

@@ -1,0 +1,399 @@
+"""``manage.py alembic_status`` and ``alembic_ledger --check``, run as a deploy runs them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from migsupport.engine import safe_url
+from tests.conftest import PROJECT
+from tests.migrate import run
+from tests.statekit import (
+    BASELINE,
+    BRANCH,
+    HEAD,
+    UNKNOWN,
+    add_branch,
+    copy_alembic,
+    edit_script,
+    execute,
+    has_version_table,
+    make_state,
+    settings_module,
+)
+from tests.test_commands import manage
+
+HINT_UPGRADE = "Run `manage.py alembic_upgrade` to apply the pending revisions."
+STALE = f"revision {HEAD}'s script changed after the ledger was written"
+
+
+def status(url: URL, *args: str, **env: str):
+    return manage("alembic_status", *args, database_url=url, **env)
+
+
+def human(url: URL, *lines: str) -> list[str]:
+    return [f"Database default: {safe_url(url)}", *lines]
+
+
+# -- the report in each state ----------------------------------------------------
+
+EXPECTED = {
+    "empty": [
+        "  State:    empty",
+        "  Current:  (none)",
+        f"  Head:     {HEAD}",
+        f"  Pending:  {BASELINE}, {HEAD}",
+        "  Ledger:   fresh",
+        "  No Alembic-owned objects, and no recorded version.",
+        "Run `manage.py alembic_upgrade` to create the schema.",
+    ],
+    "up_to_date": [
+        "  State:    up_to_date",
+        f"  Current:  {HEAD}",
+        f"  Head:     {HEAD}",
+        "  Ledger:   fresh",
+        "  The recorded version is the head, and the schema equals it.",
+    ],
+    "behind": [
+        "  State:    behind",
+        f"  Current:  {BASELINE}",
+        f"  Head:     {HEAD}",
+        f"  Pending:  {HEAD}",
+        "  Ledger:   fresh",
+        "  The schema equals the recorded version; newer revisions are pending.",
+        HINT_UPGRADE,
+    ],
+    "unversioned": [
+        "  State:    unversioned",
+        "  Current:  (none)",
+        f"  Head:     {HEAD}",
+        f"  Pending:  {HEAD}",
+        f"  Matches:  {BASELINE}",
+        "  Ledger:   fresh",
+        f"  No version is recorded, and the schema equals revision {BASELINE}.",
+        f"Run `manage.py alembic_upgrade` to baseline at {BASELINE} and upgrade, "
+        f"or `manage.py alembic_stamp {BASELINE}`.",
+    ],
+    "drifted": [
+        "  State:    drifted",
+        f"  Current:  {HEAD}",
+        f"  Head:     {HEAD}",
+        "  Ledger:   fresh",
+        "  A version is recorded, but the schema differs from it.",
+        "Differences:",
+        "  - index ix_detected_materials_material_name is missing",
+        "Bring the schema back to the recorded revision, or write a revision for the change.",
+    ],
+    "unknown_revision": [
+        "  State:    unknown_revision",
+        f"  Current:  {UNKNOWN}",
+        f"  Head:     {HEAD}",
+        f"  Nearest:  {HEAD}",
+        "  Ledger:   fresh",
+        "  The recorded version is not in the revision scripts.",
+        "Differences:",
+        f"  - alembic_version records {UNKNOWN}, which no revision script defines",
+        "A newer release may have migrated this database, or its revision script was deleted.",
+    ],
+}
+
+
+@pytest.mark.parametrize("state", list(EXPECTED))
+def test_status_prints_the_report_of_each_state_and_exits_0(database_url, engine, state):
+    make_state(engine, state)
+
+    result = status(database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == human(database_url, *EXPECTED[state])
+    # Read-only: a database with no version keeps having no version table.
+    assert has_version_table(engine) == (state not in ("empty", "unversioned"))
+
+
+def test_status_of_an_unversioned_schema_matching_nothing_names_the_nearest(database_url, engine):
+    make_state(engine, "unversioned")
+    execute(engine, "DROP INDEX ix_detected_materials_material_name")
+
+    result = status(database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == human(
+        database_url,
+        "  State:    unversioned",
+        "  Current:  (none)",
+        f"  Head:     {HEAD}",
+        f"  Nearest:  {BASELINE}",
+        "  Ledger:   fresh",
+        "  No version is recorded, and the schema equals no revision.",
+        "Differences:",
+        "  - index ix_detected_materials_material_name is missing",
+        "Bring the schema to a known revision before Alembic can manage it.",
+    )
+
+
+def test_status_at_verbosity_0_leaves_out_the_hint(database_url, engine):
+    make_state(engine, "behind")
+
+    result = status(database_url, "-v", "0")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == human(database_url, *EXPECTED["behind"][:-1])
+
+
+# -- --json ---------------------------------------------------------------------
+
+
+def test_status_json_prints_one_object_with_every_key(database_url, engine):
+    make_state(engine, "drifted")
+
+    result = status(database_url, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "database": "default",
+        "url": safe_url(database_url),
+        "state": "drifted",
+        "current": HEAD,
+        "head": HEAD,
+        "pending": [],
+        "matches": None,
+        "nearest": None,
+        "differences": ["index ix_detected_materials_material_name is missing"],
+        "ledger": "fresh",
+        "ledger_problems": [],
+        "schema_source": "ledger",
+    }
+
+
+def test_status_json_of_an_unversioned_database_carries_the_match(database_url, engine):
+    make_state(engine, "unversioned")
+
+    result = status(database_url, "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "database": "default",
+        "url": safe_url(database_url),
+        "state": "unversioned",
+        "current": None,
+        "head": HEAD,
+        "pending": [HEAD],
+        "matches": BASELINE,
+        "nearest": None,
+        "differences": [],
+        "ledger": "fresh",
+        "ledger_problems": [],
+        "schema_source": "ledger",
+    }
+
+
+# -- --check ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "code"),
+    [
+        ("up_to_date", 0),
+        ("empty", 1),
+        ("behind", 1),
+        ("unversioned", 1),
+        ("drifted", 1),
+        ("unknown_revision", 1),
+    ],
+)
+def test_status_check_exits_0_only_when_up_to_date(database_url, engine, state, code):
+    make_state(engine, state)
+
+    result = status(database_url, "--check", "--json")
+
+    assert result.returncode == code, result.stderr
+    assert json.loads(result.stdout)["state"] == state
+
+
+# -- the ledger, and the scripts ------------------------------------------------------
+
+
+@pytest.fixture
+def copied(tmp_path: Path):
+    """A copy of alembic.ini and alembic/, and the env to run manage.py on it."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    config = copy_alembic(folder)
+    env = {"DJANGO_SETTINGS_MODULE": settings_module(tmp_path, config), "PYTHONPATH": str(tmp_path)}
+    return config, env
+
+
+def test_status_with_a_stale_ledger_replays_and_says_so(database_url, engine, copied):
+    config, env = copied
+    make_state(engine, "up_to_date")
+    edit_script(config, HEAD)
+
+    result = status(database_url, **env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == human(
+        database_url,
+        "  State:    up_to_date",
+        f"  Current:  {HEAD}",
+        f"  Head:     {HEAD}",
+        "  Ledger:   stale, replayed",
+        f"    - {STALE}",
+        "  The recorded version is the head, and the schema equals it.",
+    )
+
+
+def test_status_with_a_stale_ledger_and_no_replay_fails_in_one_line(database_url, engine, copied):
+    config, env = copied
+    make_state(engine, "up_to_date")
+    edit_script(config, HEAD)
+
+    result = status(database_url, "--no-replay", **env)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"CommandError: the ledger is stale ({STALE}) and no scratch database may be used to "
+        "replay the history; regenerate it with `manage.py alembic_ledger` where a scratch "
+        "database can be made"
+    ]
+
+
+def test_status_with_several_heads_fails_naming_them_and_the_merge(sqlite_url, copied):
+    config, env = copied
+    add_branch(config)
+
+    result = status(sqlite_url, **env)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    heads = line.removeprefix("CommandError: the revision history has 2 heads: ").split(";")[0]
+    assert sorted(heads.split(", ")) == sorted([HEAD, BRANCH])
+    assert line == (
+        f"CommandError: the revision history has 2 heads: {heads}; "
+        'merge them with `alembic merge heads -m "merge"`'
+    )
+
+
+def test_ledger_check_passes_on_the_project_as_committed():
+    result = manage("alembic_ledger", "--check")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"The ledger {PROJECT / 'alembic' / 'ledger.json'} is fresh."
+    ]
+
+
+def test_ledger_check_fails_on_an_edited_script(copied):
+    config, env = copied
+    edit_script(config, HEAD)
+
+    result = manage("alembic_ledger", "--check", **env)
+
+    ledger = Path(config.get_main_option("script_location")) / "ledger.json"
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"  - {STALE}"]
+    assert result.stderr.splitlines() == [
+        f"The ledger {ledger} is stale. Run `manage.py alembic_ledger --database ALIAS` "
+        "with a PostgreSQL alias."
+    ]
+
+
+# -- secrets ----------------------------------------------------------------------
+
+PASSWORD = "S3cr3t-pw"
+
+
+@pytest.fixture
+def password_url(pg_server: URL, pg_url: URL) -> Iterator[URL]:
+    """Return the scratch database's URL as a role that logs in with a password.
+
+    The role may read the schema but not create databases.
+    """
+    role = f"status_pw_{uuid.uuid4().hex[:8]}"
+    server = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    database = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with server.connect() as connection:
+            connection.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+        try:
+            with database.connect() as connection:
+                connection.exec_driver_sql(
+                    f'GRANT CONNECT ON DATABASE "{pg_url.database}" TO {role}'
+                )
+                connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
+                connection.exec_driver_sql(
+                    f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}"
+                )
+            yield pg_url.set(username=role, password=PASSWORD)
+        finally:
+            with database.connect() as connection:
+                connection.exec_driver_sql(f"DROP OWNED BY {role}")
+            with server.connect() as connection:
+                connection.exec_driver_sql(f"DROP ROLE {role}")
+    finally:
+        database.dispose()
+        server.dispose()
+
+
+def _no_password(result) -> None:
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.postgresql
+def test_status_never_prints_the_password(pg_engine, password_url):
+    run(pg_engine, "upgrade", HEAD)
+
+    result = status(password_url)
+    as_json = status(password_url, "--json")
+
+    _no_password(result)
+    _no_password(as_json)
+    assert result.returncode == 0, result.stderr
+    masked = safe_url(password_url)
+    assert "***" in masked
+    assert result.stdout.splitlines() == [f"Database default: {masked}", *EXPECTED["up_to_date"]]
+    assert json.loads(as_json.stdout)["url"] == masked
+
+
+@pytest.mark.postgresql
+def test_status_on_a_missing_database_fails_without_the_password(password_url):
+    missing = password_url.set(database=f"{password_url.database}_missing")
+
+    result = status(missing)
+
+    _no_password(result)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("CommandError: ")
+    assert f'database "{missing.database}" does not exist' in line
+
+
+@pytest.mark.postgresql
+def test_status_needing_a_replay_without_createdb_fails_without_the_password(
+    pg_engine, password_url, copied
+):
+    config, env = copied
+    run(pg_engine, "upgrade", HEAD)
+    edit_script(config, HEAD)
+
+    result = status(password_url, **env)
+
+    _no_password(result)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"CommandError: user {password_url.username} may not create databases on "
+        f"{safe_url(password_url.set(database=None))}: the scratch database needs the CREATEDB "
+        "right (ALTER ROLE ... CREATEDB), or a ledger that is up to date"
+    )

@@ -1,0 +1,1046 @@
+"""``manage.py alembic_upgrade``, run as a deploy runs it, on real databases.
+
+Every state is reached for real (``tests.states``), the command runs in a
+subprocess, and the assertions read the exit status, the exact lines it
+printed, and the catalog and ``alembic_version`` afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import filelock
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+
+from migsupport.engine import create_engine
+from migsupport.locking import advisory_key
+from tests.catalog import catalog
+from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
+from tests.migrate import run
+from tests.states import (
+    APPLY_BASELINE,
+    APPLY_HEAD,
+    BASELINE,
+    DOMAIN_TABLES,
+    DRIFT_INDEX,
+    HEAD,
+    STATES,
+    UNKNOWN,
+    Batch,
+    HeadCatalogs,
+    Job,
+    execute,
+    project_copy,
+    reach,
+    refusal,
+    spawn,
+    versions,
+)
+from tests.test_commands import manage, shown
+from tests.test_production_schema import load_production_schema
+
+PG_LOCK_NAME = "alembic_version:default"
+
+
+@pytest.fixture(scope="module")
+def upgrades(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
+    """``alembic_upgrade`` in every state on both dialects, and on each drifted variant."""
+    jobs = {
+        (dialect, state): Job(dialect, functools.partial(reach, state=state), ("alembic_upgrade",))
+        for dialect in ("sqlite", "postgresql")
+        for state in STATES
+    }
+    for drift in DRIFTS:
+        prepare = functools.partial(drifted_production, drift=drift, versioned=True)
+        jobs[("postgresql", drift)] = Job("postgresql", prepare, ("alembic_upgrade",))
+    batch = Batch(tmp_path_factory.mktemp("upgrades"), jobs)
+    yield batch
+    batch.close()
+
+
+@pytest.fixture
+def dialect_name(dialect_name: str, request: pytest.FixtureRequest) -> str:
+    """The dialect, once its server is known to be there (PostgreSQL skips loudly)."""
+    if dialect_name == "postgresql":
+        request.getfixturevalue("pg_server")
+    return dialect_name
+
+
+@pytest.fixture(scope="module")
+def head_catalog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadCatalogs]:
+    catalogs = HeadCatalogs(tmp_path_factory.mktemp("head"))
+    yield catalogs
+    catalogs.close()
+
+
+# -- every state -------------------------------------------------------------------
+
+
+def expected_outcome(state: str, url: URL) -> tuple[int, str, str, str]:
+    """Return (exit status, stdout, stderr, catalog afterwards: "head" or "unchanged")."""
+    where = shown(url)
+    upgraded = f"Upgraded {where} to {HEAD}; the schema equals that revision."
+    outcomes = {
+        "empty": (0, [APPLY_BASELINE, APPLY_HEAD, upgraded], "", "head"),
+        "unversioned_at_baseline": (
+            0,
+            [
+                f"  Baselined at {BASELINE}: the live schema equals that revision.",
+                APPLY_HEAD,
+                upgraded,
+            ],
+            "",
+            "head",
+        ),
+        "unversioned_at_head": (
+            0,
+            [
+                f"  Baselined at {HEAD}: the live schema equals that revision.",
+                f"{where} is at {HEAD}.",
+            ],
+            "",
+            "unchanged",
+        ),
+        "behind": (0, [APPLY_HEAD, upgraded], "", "head"),
+        "up_to_date": (0, [f"No revisions to apply: {where} is at {HEAD}."], "", "unchanged"),
+        "drifted": (
+            1,
+            [],
+            refusal(
+                f"refused: the schema differs from the recorded revision {HEAD}; "
+                "nothing was changed",
+                f"index {DRIFT_INDEX} is missing",
+            ),
+            "unchanged",
+        ),
+        "unknown_revision": (
+            1,
+            [],
+            refusal(
+                f"refused: alembic_version records {UNKNOWN}, which no revision script defines "
+                "(a newer release migrated this database, or a revision was deleted); "
+                "nothing was changed",
+                f"alembic_version records {UNKNOWN}, which no revision script defines",
+            ),
+            "unchanged",
+        ),
+        "unversioned_unmatched": (
+            1,
+            [],
+            refusal(
+                "refused: no version is recorded, and the schema equals no revision "
+                f"(nearest: {HEAD}); nothing was changed",
+                f"index {DRIFT_INDEX} is missing",
+            ),
+            "unchanged",
+        ),
+    }
+    status, lines, stderr, after = outcomes[state]
+    return status, "".join(f"{line}\n" for line in lines), stderr, after
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_upgrade_in_each_state_applies_or_refuses_as_the_state_demands(
+    state, dialect_name, upgrades, head_catalog
+):
+    done = upgrades(dialect_name, state)
+    status, stdout, stderr, after = expected_outcome(state, done.url)
+
+    result = done.result
+    assert (result.returncode, result.stdout, result.stderr) == (status, stdout, stderr)
+    if status == 0:
+        assert versions(done.engine) == [HEAD]
+        assert catalog(done.engine) == head_catalog(done.engine)
+        if after == "unchanged":
+            assert done.before == head_catalog(done.engine)
+    else:
+        # A refusal changes nothing: not the schema, not the version table,
+        # and it creates no version table where there was none.
+        assert catalog(done.engine) == done.before
+        assert versions(done.engine) == done.versions_before
+
+
+# -- the production schema, with data -------------------------------------------------
+
+SEED_SQL = (
+    "INSERT INTO material_detection_jobs "
+    "(id, image_url, status, error_message, created_at, updated_at, completed_at) "
+    "SELECT md5('job' || i)::uuid, 'https://img.example/' || i || '.jpg', "
+    "(ARRAY['PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'])[1 + mod(i, 4)]::jobstatus, "
+    "CASE WHEN mod(i, 4) = 3 THEN 'timeout after ' || i || 's' END, "
+    "timestamptz '2025-01-01 00:00+00' + i * interval '1 minute', "
+    "timestamptz '2025-01-02 00:00+00' + i * interval '1 minute', "
+    "CASE WHEN mod(i, 4) = 2 THEN timestamptz '2025-01-03 00:00+00' + i * interval '1 second' END "
+    "FROM generate_series(1, 300) AS i",
+    "INSERT INTO detected_materials "
+    "(id, job_id, material_name, category, confidence, bounding_box, created_at) "
+    "SELECT md5('material' || i)::uuid, md5('job' || (1 + mod(i, 300)))::uuid, "
+    "'material ' || (mod(i, 37)), CASE WHEN mod(i, 5) <> 0 THEN 'category ' || (mod(i, 7)) END, "
+    "(mod(i, 100)) / 100.0, jsonb_build_object('x', i, 'y', 2 * i, 'w', 10, 'h', 20), "
+    "timestamptz '2025-01-01 00:00+00' + i * interval '1 second' "
+    "FROM generate_series(1, 450) AS i",
+)
+# The columns of the deployed schema: the checksum covers exactly them, so the
+# column the upgrade adds does not change it.
+DEPLOYED_COLUMNS = {
+    "material_detection_jobs": (
+        "id, image_url, status, error_message, created_at, updated_at, completed_at"
+    ),
+    "detected_materials": (
+        "id, job_id, material_name, category, confidence, bounding_box, created_at"
+    ),
+}
+
+
+def data_checksums(engine: Engine) -> dict[str, tuple[int, str]]:
+    """Return (row count, md5 of every row in id order) per domain table."""
+    with engine.connect() as connection:
+        return {
+            table: tuple(
+                connection.exec_driver_sql(
+                    f"SELECT count(*), md5(coalesce(string_agg(ROW({columns})::text, E'\\n' "
+                    f"ORDER BY id), '')) FROM {table}"
+                ).one()
+            )
+            for table, columns in DEPLOYED_COLUMNS.items()
+        }
+
+
+def domain_catalog(full: dict[str, Any]) -> dict[str, Any]:
+    """Return the parts of a PostgreSQL catalog that describe the Alembic-owned objects."""
+    return {
+        part: rows if part == "enums" else [row for row in rows if row[0] in DOMAIN_TABLES]
+        for part, rows in full.items()
+    }
+
+
+def assert_production_upgrade(url: URL, engine: Engine, head_catalog: HeadCatalogs) -> None:
+    before = data_checksums(engine)
+    assert before == {
+        "material_detection_jobs": (300, before["material_detection_jobs"][1]),
+        "detected_materials": (450, before["detected_materials"][1]),
+    }
+
+    result = manage("alembic_upgrade", database_url=url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout.splitlines() == [
+        "  Baselined at b662310f1380: the live schema equals that revision.",
+        APPLY_HEAD,
+        f"Upgraded {shown(url)} to {HEAD}; the schema equals that revision.",
+    ]
+    assert versions(engine) == [HEAD]
+    assert domain_catalog(catalog(engine)) == head_catalog(engine)
+    assert data_checksums(engine) == before
+
+
+@pytest.mark.postgresql
+def test_production_schema_with_data_is_baselined_upgraded_and_keeps_every_row(
+    pg_url, pg_engine, head_catalog
+):
+    load_production_schema(pg_engine)
+    execute(pg_engine, *SEED_SQL)
+
+    assert_production_upgrade(pg_url, pg_engine, head_catalog)
+
+
+@pytest.mark.postgresql
+def test_production_schema_with_django_tables_is_upgraded_and_leaves_them_alone(
+    pg_url, pg_engine, head_catalog
+):
+    load_production_schema(pg_engine)
+    execute(pg_engine, *SEED_SQL)
+    migrated = manage("migrate", "--noinput", database_url=pg_url)
+    assert migrated.returncode == 0, migrated.stderr
+    django_before = {
+        part: [row for row in rows if row[0] not in DOMAIN_TABLES]
+        for part, rows in catalog(pg_engine).items()
+        if part != "enums"
+    }
+    assert any(row[0] == "django_migrations" for row in django_before["columns"])
+    with pg_engine.connect() as connection:
+        applied = connection.exec_driver_sql("SELECT count(*) FROM django_migrations").scalar()
+
+    assert_production_upgrade(pg_url, pg_engine, head_catalog)
+
+    django_after = {
+        part: [row for row in rows if row[0] not in DOMAIN_TABLES]
+        for part, rows in catalog(pg_engine).items()
+        if part != "enums"
+    }
+    assert django_after == django_before
+    with pg_engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM django_migrations").scalar() == (
+            applied
+        )
+
+
+# -- drift ----------------------------------------------------------------------------
+
+DRIFTS = {
+    "missing_index": (
+        f"DROP INDEX {DRIFT_INDEX}",
+        f"index {DRIFT_INDEX} is missing",
+    ),
+    "changed_length": (
+        "ALTER TABLE detected_materials ALTER COLUMN material_name TYPE VARCHAR(50)",
+        "column detected_materials.material_name: VARCHAR(50), expected VARCHAR(100)",
+    ),
+    "nullability": (
+        "ALTER TABLE detected_materials ALTER COLUMN category SET NOT NULL",
+        "column detected_materials.category: NOT NULL, expected NULL",
+    ),
+    "enum_label": (
+        "ALTER TYPE jobstatus ADD VALUE 'ARCHIVED'",
+        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,ARCHIVED, "
+        "expected PENDING,PROCESSING,COMPLETED,FAILED",
+    ),
+    "extra_column": (
+        "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER",
+        "table material_detection_jobs: unexpected column priority",
+    ),
+    "missing_table": (
+        "DROP TABLE detected_materials",
+        "table detected_materials is missing",
+    ),
+}
+
+
+def drifted_production(engine: Engine, drift: str, *, versioned: bool) -> None:
+    """Load the deployed schema, change it by ``drift``, and record ``BASELINE`` if asked."""
+    load_production_schema(engine)
+    execute(engine, DRIFTS[drift][0])
+    if versioned:
+        run(engine, "stamp", BASELINE)  # recorded unchecked, as a hand-run stamp would
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("drift", DRIFTS)
+def test_upgrade_refuses_a_drifted_production_database_and_names_the_difference(
+    drift, pg_server, upgrades
+):
+    done = upgrades("postgresql", drift)
+
+    assert done.result.returncode == 1
+    assert done.result.stdout == ""
+    assert done.result.stderr == refusal(
+        f"refused: the schema differs from the recorded revision {BASELINE}; nothing was changed",
+        DRIFTS[drift][1],
+    )
+    assert catalog(done.engine) == done.before
+    assert versions(done.engine) == [BASELINE]
+
+
+def test_no_baseline_refuses_an_unversioned_matching_database_and_suggests_stamp(
+    database_url, engine
+):
+    reach(engine, "unversioned_at_baseline")
+    before = catalog(engine)
+
+    result = manage("alembic_upgrade", "--no-baseline", database_url=database_url)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "CommandError: refused: no version is recorded, but the schema equals revision "
+        f"{BASELINE}; record it with `manage.py alembic_stamp {BASELINE}`, or run without "
+        "--no-baseline\n"
+    )
+    assert catalog(engine) == before
+    assert versions(engine) is None
+
+
+# -- revisions named on the command line -----------------------------------------------
+
+
+@pytest.mark.parametrize("revision", ["0123456789ab", "ff"])
+def test_an_unknown_revision_or_prefix_is_refused_in_one_line_naming_the_heads(
+    revision, sqlite_url
+):
+    engine = create_engine(sqlite_url)
+    reach(engine, "behind")
+    before = catalog(engine)
+
+    result = manage("alembic_upgrade", revision, database_url=sqlite_url)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"CommandError: unknown revision {revision!r}; the known heads are: {HEAD}\n"
+    )
+    assert catalog(engine) == before
+    assert versions(engine) == [BASELINE]
+    engine.dispose()
+
+
+def test_a_unique_prefix_names_its_revision(sqlite_url):
+    engine = create_engine(sqlite_url)
+
+    result = manage("alembic_upgrade", "b66", database_url=sqlite_url)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"{APPLY_BASELINE}\nUpgraded {shown(sqlite_url)} to {BASELINE}; "
+        "the schema equals that revision.\n"
+    )
+    assert versions(engine) == [BASELINE]
+    engine.dispose()
+
+
+# -- --plan, --sql, --json -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", ["empty", "unversioned_at_baseline"])
+def test_plan_prints_the_baseline_and_revisions_and_changes_nothing(state, database_url, engine):
+    reach(engine, state)
+    before = catalog(engine)
+
+    result = manage("alembic_upgrade", "--plan", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    header = f"Plan for default: {shown(database_url)}"
+    if state == "empty":
+        expected = [header, "  State:    empty", "  Current:  (none)", "  Apply:"]
+        expected += [f"    {BASELINE}", f"    {HEAD}"]
+    else:
+        expected = [header, "  State:    unversioned", "  Current:  (none)"]
+        expected += [f"  Baseline: {BASELINE} (the live schema equals that revision)"]
+        expected += ["  Apply:", f"    {HEAD}"]
+    assert result.stdout.splitlines() == expected
+    assert catalog(engine) == before
+    assert versions(engine) is None
+
+
+@pytest.mark.postgresql
+def test_sql_from_empty_prints_every_revisions_ddl_and_changes_nothing(pg_url, pg_engine):
+    result = manage("alembic_upgrade", "--sql", database_url=pg_url)
+
+    assert result.returncode == 0, result.stderr
+    sql = result.stdout
+    for statement in (
+        "CREATE TABLE alembic_version (",
+        "CREATE TABLE IF NOT EXISTS material_detection_jobs (",
+        "CREATE TABLE IF NOT EXISTS detected_materials (",
+        f"CREATE INDEX IF NOT EXISTS {DRIFT_INDEX} ON detected_materials (material_name);",
+        f"INSERT INTO alembic_version (version_num) VALUES ('{BASELINE}')",
+        "ALTER TYPE jobstatus ADD VALUE IF NOT EXISTS 'CANCELLED' AFTER 'FAILED';",
+        "ALTER TABLE material_detection_jobs ADD COLUMN IF NOT EXISTS model_version VARCHAR(64);",
+        f"UPDATE alembic_version SET version_num='{HEAD}' "
+        f"WHERE alembic_version.version_num = '{BASELINE}';",
+    ):
+        assert statement in sql
+    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 2  # one transaction per revision
+    with pg_engine.connect() as connection:
+        assert sa.inspect(connection).get_table_names() == []
+
+
+@pytest.mark.postgresql
+def test_sql_over_the_production_schema_records_the_baseline_then_upgrades(pg_url, pg_engine):
+    load_production_schema(pg_engine)
+    before = catalog(pg_engine)
+
+    result = manage("alembic_upgrade", "--sql", database_url=pg_url)
+
+    assert result.returncode == 0, result.stderr
+    sql = result.stdout
+    assert sql.startswith(f"-- Baseline: the live schema equals {BASELINE}; record it.\n")
+    assert f"INSERT INTO alembic_version (version_num) VALUES ('{BASELINE}')" in sql
+    assert "CREATE TABLE IF NOT EXISTS material_detection_jobs" not in sql
+    assert f"-- Running upgrade {BASELINE} -> {HEAD}" in sql
+    assert "ADD COLUMN IF NOT EXISTS model_version VARCHAR(64);" in sql
+    assert catalog(pg_engine) == before
+    assert versions(pg_engine) is None
+
+
+def test_json_prints_the_summary_of_what_was_done(sqlite_url):
+    database_url, engine = sqlite_url, create_engine(sqlite_url)
+    reach(engine, "unversioned_at_baseline")
+
+    result = manage("alembic_upgrade", "--json", database_url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary) == {
+        "database", "url", "state", "current", "target", "baseline", "revisions", "applied",
+        "after", "backup", "dry_run", "differences",
+    }  # fmt: skip
+    assert summary["database"] == "default"
+    assert summary["url"] == shown(database_url)
+    assert (summary["state"], summary["current"], summary["target"]) == ("unversioned", None, HEAD)
+    assert (summary["baseline"], summary["revisions"]) == (BASELINE, [HEAD])
+    assert [item["revision"] for item in summary["applied"]] == [HEAD]
+    assert summary["applied"][0]["seconds"] >= 0
+    assert (summary["after"], summary["backup"], summary["dry_run"]) == (HEAD, None, False)
+    assert summary["differences"] == []
+    assert versions(engine) == [HEAD]
+    engine.dispose()
+
+
+# -- --backup-dir -----------------------------------------------------------------------
+
+
+def backup_line(stdout: str) -> Path:
+    (line,) = [line for line in stdout.splitlines() if line.startswith("  Backup written to ")]
+    return Path(line.removeprefix("  Backup written to "))
+
+
+@pytest.mark.postgresql
+def test_backup_dir_on_postgresql_writes_a_pg_dump_custom_archive_first(
+    pg_url, pg_engine, tmp_path
+):
+    reach(pg_engine, "behind")
+    folder = tmp_path / "backups"
+
+    result = manage("alembic_upgrade", "--backup-dir", str(folder), database_url=pg_url)
+
+    assert result.returncode == 0, result.stderr
+    path = backup_line(result.stdout)
+    assert result.stdout.splitlines()[0] == f"  Backup written to {path}"  # before any change
+    assert path.parent == folder
+    assert re.fullmatch(rf"{pg_url.database}-\d{{8}}T\d{{6}}Z-{BASELINE}\.dump", path.name)
+    assert path.read_bytes()[:5] == b"PGDMP"
+    listing = subprocess.run(
+        ["pg_restore", "--list", str(path)], capture_output=True, text=True, check=False
+    )
+    assert listing.returncode == 0, listing.stderr
+    for table in ("alembic_version", "detected_materials", "material_detection_jobs"):
+        assert f"TABLE public {table} " in listing.stdout
+    assert versions(pg_engine) == [HEAD]
+
+
+def test_backup_dir_on_sqlite_writes_a_copy_that_opens(sqlite_url, tmp_path):
+    engine = create_engine(sqlite_url)
+    reach(engine, "behind")
+    execute(
+        engine,
+        "INSERT INTO material_detection_jobs (id, image_url, status) "
+        "VALUES ('00000000000000000000000000000001', 'https://img/1.jpg', 'COMPLETED')",
+    )
+    folder = tmp_path / "backups"
+
+    result = manage("alembic_upgrade", "--backup-dir", str(folder), database_url=sqlite_url)
+
+    assert result.returncode == 0, result.stderr
+    path = backup_line(result.stdout)
+    assert path.parent == folder and path.name.endswith(f"-{BASELINE}.sqlite3")
+    copy = sqlite3.connect(path)
+    try:
+        assert copy.execute("SELECT version_num FROM alembic_version").fetchall() == [(BASELINE,)]
+        assert copy.execute("SELECT image_url FROM material_detection_jobs").fetchall() == [
+            ("https://img/1.jpg",)
+        ]
+        assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        copy.close()
+    assert versions(engine) == [HEAD]
+    engine.dispose()
+
+
+def server_major(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.exec_driver_sql("SHOW server_version_num").scalar()) // 10000
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("pg_dump", ["missing", "too_old"])
+def test_backup_dir_without_a_usable_pg_dump_fails_in_one_line_before_any_change(
+    pg_dump, pg_url, pg_engine, tmp_path
+):
+    load_production_schema(pg_engine)  # unversioned: the first change would be the baseline
+    before = catalog(pg_engine)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    major = server_major(pg_engine)
+    if pg_dump == "missing":
+        message = (
+            "pg_dump is not on PATH; install the PostgreSQL client tools "
+            f"(version {major} or newer), or leave out --backup-dir"
+        )
+    else:
+        fake = bin_dir / "pg_dump"
+        fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+        fake.chmod(0o755)
+        message = (
+            f"{fake} is version 9, older than the server ({major}); "
+            f"install pg_dump {major} or newer"
+        )
+
+    result = manage(
+        "alembic_upgrade",
+        "--backup-dir",
+        str(tmp_path / "backups"),
+        database_url=pg_url,
+        PATH=str(bin_dir),
+    )
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"CommandError: {message}\n"
+    assert catalog(pg_engine) == before
+    assert versions(pg_engine) is None
+    assert not list((tmp_path / "backups").glob("*"))
+
+
+# -- the deploy lock ----------------------------------------------------------------------
+
+
+@pytest.mark.postgresql
+def test_lock_timeout_on_postgresql_exits_cleanly_naming_the_lock_and_its_holder(pg_url, pg_engine):
+    load_production_schema(pg_engine)
+    before = catalog(pg_engine)
+    key = advisory_key(PG_LOCK_NAME)
+    label = f"PostgreSQL advisory lock {key} ({PG_LOCK_NAME})"
+    with pg_engine.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        holder.commit()
+        pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        holder.commit()
+
+        started = time.monotonic()
+        result = manage("alembic_upgrade", "--lock-timeout", "2", database_url=pg_url)
+        elapsed = time.monotonic() - started
+
+    assert result.returncode == 1
+    assert 2.0 <= elapsed < 6.0
+    stdout = result.stdout.splitlines()
+    assert len(stdout) == 1
+    assert stdout[0].startswith(
+        f"Waiting for the deploy lock: {label} is held by pid {pid}, user postgres, "
+    )
+    (line,) = result.stderr.splitlines()
+    assert re.fullmatch(
+        r"CommandError: timed out after 2\.\ds waiting for the deploy lock "
+        rf"\({re.escape(label)}\); "
+        rf"held by pid {pid}, user postgres, .*; nothing was changed\. Retry when the other "
+        r"deploy has finished, or raise --lock-timeout",
+        line,
+    )
+    assert catalog(pg_engine) == before
+    assert versions(pg_engine) is None
+
+
+def test_lock_timeout_on_sqlite_exits_cleanly_naming_the_file_lock(sqlite_url):
+    engine = create_engine(sqlite_url)
+    reach(engine, "behind")
+    before = catalog(engine)
+    path = f"{sqlite_url.database}.migsupport-lock"
+    label = f"file lock {path}"
+
+    with filelock.FileLock(path):
+        started = time.monotonic()
+        result = manage("alembic_upgrade", "--lock-timeout", "2", database_url=sqlite_url)
+        elapsed = time.monotonic() - started
+
+    assert result.returncode == 1
+    assert 2.0 <= elapsed < 6.0
+    assert result.stdout == f"Waiting for the deploy lock: {label} is held by another process\n"
+    assert re.fullmatch(
+        r"CommandError: timed out after 2\.\ds waiting for the deploy lock "
+        rf"\({re.escape(label)}\); "
+        r"held by another process; nothing was changed\. Retry when the other deploy has "
+        r"finished, or raise --lock-timeout\n",
+        result.stderr,
+    )
+    assert catalog(engine) == before
+    assert versions(engine) == [BASELINE]
+    engine.dispose()
+
+
+# -- concurrent deploys ---------------------------------------------------------------------
+
+
+def run_at_once(count: int, url: URL) -> list[subprocess.CompletedProcess]:
+    processes = [spawn("alembic_upgrade", database_url=url) for _ in range(count)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=120)
+        status = process.returncode
+        results.append(subprocess.CompletedProcess(process.args, status, stdout, stderr))
+    return results
+
+
+def assert_one_deploy_did_the_work(
+    results: list[subprocess.CompletedProcess], url: URL, first: str
+) -> None:
+    """Every process succeeded; one applied the revisions, the others found nothing to do."""
+    assert [(r.returncode, r.stderr) for r in results] == [(0, "")] * len(results)
+    workers = [r for r in results if first in r.stdout]
+    assert len(workers) == 1, [r.stdout for r in results]
+    for result in results:
+        if result is workers[0]:
+            continue
+        lines = result.stdout.splitlines()
+        # Those that came while the lock was held said so, then classified again.
+        waited = lines[:-1]
+        assert waited == [] or (
+            len(waited) == 1 and waited[0].startswith("Waiting for the deploy lock: ")
+        ), lines
+        assert lines[-1] == f"No revisions to apply: {shown(url)} is at {HEAD}."
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("state", ["empty", "unversioned_at_baseline"])
+def test_concurrent_upgrades_on_postgresql_apply_once_and_all_succeed(
+    state, pg_url, pg_engine, head_catalog
+):
+    reach(pg_engine, state)
+
+    results = run_at_once(6, pg_url)
+
+    first = APPLY_BASELINE if state == "empty" else "  Baselined at "
+    assert_one_deploy_did_the_work(results, pg_url, first)
+    assert versions(pg_engine) == [HEAD]
+    assert catalog(pg_engine) == head_catalog(pg_engine)
+
+
+def test_concurrent_upgrades_on_sqlite_apply_once_and_all_succeed(sqlite_url, head_catalog):
+    engine = create_engine(sqlite_url)
+
+    results = run_at_once(3, sqlite_url)
+
+    assert_one_deploy_did_the_work(results, sqlite_url, APPLY_BASELINE)
+    assert versions(engine) == [HEAD]
+    assert catalog(engine) == head_catalog(engine)
+    engine.dispose()
+
+
+# -- a revision that fails, a process that dies ------------------------------------------------
+
+THIRD = "9e8d7c6b5a40"
+THIRD_DOC = "Verified materials."
+THIRD_TEMPLATE = '''\
+"""{doc}
+
+Revision ID: {revision}
+Revises: {down}
+Create Date: 2026-12-01 00:00:00
+"""
+
+import sqlalchemy as sa
+
+from alembic import op
+from migsupport import ops
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    ops.add_column_if_missing(
+        "detected_materials", sa.Column("verified", sa.Boolean(), nullable=True)
+    )
+{body}
+
+def downgrade():
+    ops.drop_column_if_present("detected_materials", "verified")
+'''
+
+
+def write_third_revision(versions_dir: Path, body: str, revision: str = THIRD) -> None:
+    (versions_dir / f"{revision}_verified_materials.py").write_text(
+        THIRD_TEMPLATE.format(
+            doc=THIRD_DOC, revision=revision, down=HEAD, body=textwrap.indent(body, "    ")
+        )
+    )
+
+
+def insert_job_with_duplicate_materials(engine: Engine) -> None:
+    job = uuid.UUID(int=1)
+    hexes = {"job": job.hex, "a": uuid.UUID(int=2).hex, "b": uuid.UUID(int=3).hex}
+    if engine.dialect.name == "postgresql":
+        hexes = {k: str(uuid.UUID(v)) for k, v in hexes.items()}
+    execute(
+        engine,
+        "INSERT INTO material_detection_jobs (id, image_url, status) "
+        f"VALUES ('{hexes['job']}', 'https://img/1.jpg', 'COMPLETED')",
+        "INSERT INTO detected_materials (id, job_id, material_name, confidence) VALUES "
+        f"('{hexes['a']}', '{hexes['job']}', 'steel', 0.9), "
+        f"('{hexes['b']}', '{hexes['job']}', 'steel', 0.8)",
+    )
+
+
+def columns_of(engine: Engine, table: str) -> list[str]:
+    with engine.connect() as connection:
+        return [c["name"] for c in sa.inspect(connection).get_columns(table)]
+
+
+# The unique index is fine on an empty database (so the replay on a scratch
+# database passes, as CI would) and fails on this one's duplicate rows.
+FAILING_BODY = (
+    'op.create_index("ux_detected_materials_job_material", "detected_materials",\n'
+    '                ["job_id", "material_name"], unique=True)\n'
+)
+FIXED_BODY = (
+    'op.create_index("ix_detected_materials_job_material", "detected_materials",\n'
+    '                ["job_id", "material_name"])\n'
+)
+
+
+def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
+    database_url, engine, tmp_path, head_catalog
+):
+    versions_dir, env = project_copy(tmp_path / "project")
+    write_third_revision(versions_dir, FAILING_BODY)
+    reach(engine, "behind")
+    insert_job_with_duplicate_materials(engine)
+
+    failed = manage("alembic_upgrade", database_url=database_url, **env)
+
+    assert failed.returncode == 1
+    assert failed.stdout.splitlines() == [APPLY_HEAD, f"  Applying {THIRD} ({THIRD_DOC})..."]
+    (line,) = failed.stderr.splitlines()
+    duplicate = (
+        'could not create unique index "ux_detected_materials_job_material"'
+        if engine.dialect.name == "postgresql"
+        else "UNIQUE constraint failed: detected_materials.job_id, detected_materials.material_name"
+    )
+    assert line == (
+        f"CommandError: revision {THIRD} failed and was rolled back; the database stays at "
+        f"{HEAD}: {duplicate}"
+    )
+    # The revision's first step (the column) went with it; the one before stayed.
+    assert versions(engine) == [HEAD]
+    assert catalog(engine) == head_catalog(engine)
+    assert "verified" not in columns_of(engine, "detected_materials")
+    assert "model_version" in columns_of(engine, "material_detection_jobs")
+
+    write_third_revision(versions_dir, FIXED_BODY)
+    rerun = manage("alembic_upgrade", database_url=database_url, **env)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines() == [
+        f"  Applying {THIRD} ({THIRD_DOC})... OK",
+        f"Upgraded {shown(database_url)} to {THIRD}; the schema equals that revision.",
+    ]
+    assert versions(engine) == [THIRD]
+    assert "verified" in columns_of(engine, "detected_materials")
+
+
+# Creates an index only where there are rows: the scratch replay (empty) and
+# this database disagree on the schema the revision produces.
+DATA_DEPENDENT_BODY = (
+    'if op.get_bind().exec_driver_sql("SELECT count(*) FROM detected_materials").scalar():\n'
+    '    op.create_index("ix_detected_materials_category", "detected_materials", ["category"])\n'
+)
+
+
+def test_a_result_that_differs_from_the_target_schema_is_reported_as_an_error(sqlite_url, tmp_path):
+    versions_dir, env = project_copy(tmp_path / "project")
+    write_third_revision(versions_dir, DATA_DEPENDENT_BODY)
+    engine = create_engine(sqlite_url)
+    reach(engine, "up_to_date")
+    insert_job_with_duplicate_materials(engine)
+
+    result = manage("alembic_upgrade", database_url=sqlite_url, **env)
+
+    assert result.returncode == 1
+    assert result.stdout == f"  Applying {THIRD} ({THIRD_DOC})... OK\n"
+    assert result.stderr == refusal(
+        f"the upgrade to {THIRD} finished, but the database records {THIRD} and its schema "
+        "differs from that revision",
+        "index ix_detected_materials_category is unexpected",
+    )
+    engine.dispose()
+
+
+def test_an_ambiguous_prefix_is_refused_naming_the_candidates(sqlite_url, tmp_path):
+    versions_dir, env = project_copy(tmp_path / "project")
+    other = "7c99aa000000"
+    write_third_revision(versions_dir, "", revision=other)
+
+    result = manage("alembic_upgrade", "7c", database_url=sqlite_url, **env)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("CommandError: ")
+    assert "'7c'" in line and HEAD in line and other in line
+    assert line.endswith(f"; the known heads are: {other}")
+    assert not Path(sqlite_url.database).exists()
+
+
+SLEEP_SECONDS = 3
+SLEEPING_BODY = (
+    # Sleeps only where there are rows, so the replay on an empty scratch
+    # database is quick; here it holds the revision's transaction open.
+    f'op.execute("SELECT pg_sleep({SLEEP_SECONDS}) FROM '
+    '(SELECT 1 FROM detected_materials LIMIT 1) AS one_row")\n'
+)
+
+
+def wait_for(check, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    with engine.connect() as connection:
+        return connection.execute(sa.text(sql), params).scalar()
+
+
+@pytest.mark.postgresql
+def test_a_process_killed_mid_revision_leaves_the_last_whole_revision_and_no_lock(
+    pg_url, pg_engine, tmp_path, head_catalog
+):
+    versions_dir, env = project_copy(tmp_path / "project")
+    write_third_revision(versions_dir, SLEEPING_BODY)
+    reach(pg_engine, "behind")
+    insert_job_with_duplicate_materials(pg_engine)
+    database = pg_url.database
+
+    process = spawn("alembic_upgrade", database_url=pg_url, **env)
+    try:
+        backend = wait_for(
+            lambda: scalar(
+                pg_engine,
+                "SELECT pid FROM pg_stat_activity WHERE datname = :db "
+                "AND query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                db=database,
+            ),
+            60,
+            "the revision's pg_sleep",
+        )
+        # One connection carries both the deploy lock and the revision's work.
+        sessions = scalar(
+            pg_engine,
+            "SELECT array_agg(pid) FROM pg_stat_activity WHERE datname = :db "
+            "AND application_name = 'migsupport alembic_upgrade'",
+            db=database,
+        )
+        holder = scalar(
+            pg_engine,
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = :high AND objid = :low",
+            high=(advisory_key(PG_LOCK_NAME) & 0xFFFFFFFFFFFFFFFF) >> 32,
+            low=advisory_key(PG_LOCK_NAME) & 0xFFFFFFFF,
+        )
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert (sessions, holder) == ([backend], backend)
+
+    # The server ends the orphaned session once the statement returns; the
+    # session's advisory lock and its open transaction end with it.
+    wait_for(
+        lambda: (
+            not scalar(
+                pg_engine, "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid", pid=backend
+            )
+        ),
+        SLEEP_SECONDS + 15,
+        "the killed deploy's session to end",
+    )
+    assert (
+        scalar(
+            pg_engine,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = :db)",
+            db=database,
+        )
+        == 0
+    )
+    assert versions(pg_engine) == [HEAD]
+    assert "verified" not in columns_of(pg_engine, "detected_materials")
+    assert catalog(pg_engine) == head_catalog(pg_engine)
+
+    write_third_revision(versions_dir, "")
+    rerun = manage("alembic_upgrade", database_url=pg_url, **env)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.splitlines() == [
+        f"  Applying {THIRD} ({THIRD_DOC})... OK",
+        f"Upgraded {shown(pg_url)} to {THIRD}; the schema equals that revision.",
+    ]
+    assert versions(pg_engine) == [THIRD]
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+PASSWORD = "Pw-Secret-9"
+
+
+@pytest.fixture
+def password_url(pg_server: URL) -> Iterator[URL]:
+    """Return the URL of a new database owned by a role with a password; drop both after."""
+    role = f"migsupport_test_pw_{uuid.uuid4().hex[:8]}"
+    _admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    url = create_pg_database(pg_server)
+    try:
+        _admin_execute(pg_server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
+        yield url.set(username=role, password=PASSWORD)
+    finally:
+        drop_pg_database(pg_server, url)
+        _admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.postgresql
+def test_the_password_never_appears_in_any_output(password_url, pg_server, tmp_path):
+    engine = create_engine(pg_server.set(database=password_url.database))
+    missing = password_url.set(database="migsupport_no_such_database")
+    outputs: list[tuple[tuple[str, ...], subprocess.CompletedProcess]] = []
+
+    def at_once(*calls: tuple[int, URL, tuple[str, ...]]) -> None:
+        """Run independent calls concurrently; check each one's exit status."""
+        started = [(status, args, spawn(*args, database_url=url)) for status, url, args in calls]
+        for status, args, process in started:
+            stdout, stderr = process.communicate(timeout=120)
+            outputs.append(
+                (args, subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+            )
+            assert process.returncode == status, (args, stderr)
+
+    url = password_url
+    at_once(
+        (0, url, ("alembic_upgrade", "--plan")),
+        (0, url, ("alembic_upgrade", "--sql")),
+        (1, url, ("alembic_upgrade", "deadbeef")),
+        (1, url, ("alembic_stamp", BASELINE)),
+        (1, missing, ("alembic_upgrade", "-v", "3")),
+    )
+    at_once((0, url, ("alembic_upgrade", "-v", "3", "--backup-dir", str(tmp_path / "backups"))))
+    at_once(
+        (0, url, ("alembic_upgrade", "--json")),
+        (0, url, ("alembic_stamp", "--plan", "-v", "3")),
+    )
+    at_once((0, url, ("alembic_stamp", BASELINE, "--force", "--noinput")))
+    at_once((1, url, ("alembic_upgrade", "-v", "3")))  # drifted now
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key(PG_LOCK_NAME)})
+        holder.commit()
+        at_once((1, url, ("alembic_upgrade", "--lock-timeout", "0.5")))
+    engine.dispose()
+
+    assert list((tmp_path / "backups").glob("*.dump"))
+    masked = shown(password_url)
+    assert ":***@" in masked
+    for args, result in outputs:
+        assert PASSWORD not in result.stdout + result.stderr, args
+    # The URL is shown, masked, where a person needs to know which database it was.
+    shown_in = [args for args, result in outputs if masked in result.stdout + result.stderr]
+    assert len(shown_in) >= 4, shown_in
+    assert any(shown(missing) in result.stderr for _, result in outputs)
