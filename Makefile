@@ -10,7 +10,7 @@ PG_SERVER ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/materials
 DEMO_ADDR ?= 127.0.0.1:8000
 
-.PHONY: install demo test lint
+.PHONY: install demo test verify lint
 
 install: $(INSTALLED)
 
@@ -36,6 +36,10 @@ test: $(INSTALLED)
 	else \
 		echo "!!! SKIPPED: the Django-database tests on PostgreSQL: no server at $(PG_SERVER)" >&2; \
 	fi
+
+# The clean-database check of the migration history, on PostgreSQL.
+verify: $(INSTALLED)
+	SECRET_KEY=verify DATABASE_URL=$(PG_SERVER) $(BIN)/python manage.py alembic_verify
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

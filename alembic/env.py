@@ -15,9 +15,8 @@ from logging.config import fileConfig
 
 import django
 import sqlalchemy as sa
-from django.apps import apps
-
 from alembic import context
+from django.apps import apps
 
 if not apps.ready:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -67,9 +67,9 @@ import django  # noqa: E402
 
 django.setup()
 
+from alembic import command  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
-from alembic import command  # noqa: E402
 from migsupport import history  # noqa: E402
 from migsupport.api import alembic_config, inspect_state  # noqa: E402
 from migsupport.engine import create_engine, safe_url  # noqa: E402

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from django.db import DEFAULT_DB_ALIAS
 
-from alembic import command
 from migsupport import conf
 from migsupport.backup import backup
 from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
@@ -33,6 +33,8 @@ from migsupport.ledger import Ledger, ledger_path
 from migsupport.locking import deploy_lock
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 from migsupport.state import StateReport, classify, known_schemas, recorded_versions, single_head
+from migsupport.verify import VerifyReport
+from migsupport.verify import verify as run_verification
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -162,7 +164,11 @@ class _Knowledge:
 
     def replayed(self) -> dict[str, Snapshot]:
         if self._replayed is None:
-            self._replayed = replay_schemas(self.url, _detached(self.config))
+            self._replayed = replay_schemas(
+                self.url,
+                _detached(self.config),
+                hint="or a ledger that is up to date (`manage.py alembic_verify --update-ledger`)",
+            )
         return self._replayed
 
     def classify(self, connection: sa.Connection) -> StateReport:
@@ -561,6 +567,41 @@ def update_ledger(
     return LedgerResult(path=path, dialects=tuple(sorted(recorded)), changed=changed)
 
 
+# -- verify ----------------------------------------------------------------------
+
+
+def verify(
+    database: str = DEFAULT_DB_ALIAS,
+    *,
+    keep: bool = False,
+    update_ledger: bool = False,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """Verify the migration history on a scratch database beside ``database``.
+
+    With ``update_ledger``, the ledger is rewritten from this run; SQLite's
+    schemas are replayed as well when ``database`` is not SQLite.
+    """
+    url = url_for_alias(database)
+
+    def sqlite_schemas() -> dict[str, dict[str, Snapshot]]:
+        if url.get_backend_name() == "sqlite":
+            return {}
+        return {"sqlite": replay_schemas(sa.make_url("sqlite://"), alembic_config())}
+
+    try:
+        return run_verification(
+            url,
+            alembic_config(database=database),
+            keep=keep,
+            update_ledger=update_ledger,
+            extra_schemas=sqlite_schemas,
+            progress=progress,
+        )
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailable(_database_error(exc, url)) from exc
+
+
 __all__ = [
     "AppliedRevision",
     "DatabaseUnavailable",
@@ -578,4 +619,5 @@ __all__ = [
     "status",
     "update_ledger",
     "upgrade",
+    "verify",
 ]

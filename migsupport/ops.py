@@ -24,10 +24,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from alembic import op
 from migsupport.exceptions import EnumValueInUse, ShapeConflict
 from migsupport.schema import (
     expected_column_shape,

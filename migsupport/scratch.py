@@ -36,10 +36,11 @@ def _autocommit_engine(url: URL) -> sa.Engine:
 
 
 @contextlib.contextmanager
-def scratch_database(url: URL, *, keep: bool = False) -> Iterator[URL]:
+def scratch_database(url: URL, *, keep: bool = False, hint: str | None = None) -> Iterator[URL]:
     """Yield the URL of a new empty database beside ``url``; drop it afterwards.
 
     It is dropped however the block ends, Ctrl-C included, unless ``keep``.
+    ``hint`` ends the error a user without CREATEDB gets: what else they may do.
     """
     if url.get_backend_name() == "sqlite":
         folder = Path(tempfile.mkdtemp(prefix=PREFIX))
@@ -60,7 +61,7 @@ def scratch_database(url: URL, *, keep: bool = False) -> Iterator[URL]:
                 raise ScratchDatabaseError(
                     f"user {url.username or '(default)'} may not create databases on "
                     f"{safe_url(url.set(database=None))}: the scratch database needs the "
-                    "CREATEDB right (ALTER ROLE ... CREATEDB), or a ledger that is up to date"
+                    f"CREATEDB right (ALTER ROLE ... CREATEDB){', ' + hint if hint else ''}"
                 ) from exc
             raise
         yield url.set(database=name)

@@ -98,6 +98,9 @@ def sqlite_url(tmp_path: Path) -> URL:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def dialect_name(request: pytest.FixtureRequest) -> str:
+    """The dialect, once its server is known to be there (PostgreSQL skips loudly)."""
+    if request.param == "postgresql":
+        request.getfixturevalue("pg_server")
     return request.param
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from alembic import command
 from sqlalchemy.engine import Engine
 
-from alembic import command
 from migsupport.api import alembic_config, current_heads
 
 

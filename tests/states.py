@@ -1,34 +1,39 @@
-"""Shared by the guarded-command tests: databases in each state, reached for real.
+"""Databases in each state of DESIGN.md, reached for real, and copies of the project's scripts.
 
 Every state is built the way it happens in the field: the migrations run
 (unguarded, through ``tests.migrate``), the deployed DDL loaded, an index
 dropped by hand, ``alembic_version`` removed or edited. Commands run in
-subprocesses exactly as a deploy runs them (``spawn``/``manage``).
+subprocesses exactly as a deploy runs them (``tests.commands``); ``Batch``
+runs many of them at once, one database each.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.config import Config
 from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
 from tests.catalog import catalog
+from tests.commands import spawn
 from tests.conftest import PROJECT, _server_url, create_pg_database, drop_pg_database
 from tests.migrate import run
-from tests.test_commands import clean_environ, django_url
 from tests.test_production_schema import load_production_schema
 
 BASELINE = "b662310f1380"
 HEAD = "7c1d2e3f4a5b"
 UNKNOWN = "0123456789ab"
+BRANCH = "aaaa00000001"
+MERGE = "bbbb00000002"
 DRIFT_INDEX = "ix_detected_materials_material_name"
 DOMAIN_TABLES = ("detected_materials", "material_detection_jobs")
 
@@ -36,6 +41,14 @@ APPLY_BASELINE = "  Applying b662310f1380 (Baseline: the deployed schema.)... OK
 APPLY_HEAD = (
     "  Applying 7c1d2e3f4a5b (Cancelled jobs, the model version, and an index for a job's "
     "best materials.)... OK"
+)
+
+# What revision 7c1d2e3f4a5b adds, as a DBA would have typed it by hand.
+HEAD_CHANGES_DDL = (
+    "ALTER TYPE jobstatus ADD VALUE 'CANCELLED' AFTER 'FAILED'",
+    "ALTER TABLE material_detection_jobs ADD COLUMN model_version VARCHAR(64)",
+    "CREATE INDEX ix_detected_materials_job_id_confidence "
+    "ON detected_materials (job_id, confidence)",
 )
 
 STATES = (
@@ -49,9 +62,41 @@ STATES = (
     "unversioned_unmatched",
 )
 
+# Ways the deployed (PostgreSQL) schema drifts: the DDL, and the difference reported.
+DRIFTS = {
+    "missing_index": (
+        f"DROP INDEX {DRIFT_INDEX}",
+        f"index {DRIFT_INDEX} is missing",
+    ),
+    "changed_length": (
+        "ALTER TABLE detected_materials ALTER COLUMN material_name TYPE VARCHAR(50)",
+        "column detected_materials.material_name: VARCHAR(50), expected VARCHAR(100)",
+    ),
+    "nullability": (
+        "ALTER TABLE detected_materials ALTER COLUMN category SET NOT NULL",
+        "column detected_materials.category: NOT NULL, expected NULL",
+    ),
+    "enum_label": (
+        "ALTER TYPE jobstatus ADD VALUE 'ARCHIVED'",
+        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,ARCHIVED, "
+        "expected PENDING,PROCESSING,COMPLETED,FAILED",
+    ),
+    "extra_column": (
+        "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER",
+        "table material_detection_jobs: unexpected column priority",
+    ),
+    "missing_table": (
+        "DROP TABLE detected_materials",
+        "table detected_materials is missing",
+    ),
+}
+
+
+# -- raw SQL, behind Alembic's back ---------------------------------------------------
+
 
 def execute(engine: Engine, *statements: str) -> None:
-    """Run SQL statements outside any command, and commit them."""
+    """Run raw SQL statements in one transaction, outside any command, and commit them."""
     with engine.begin() as connection:
         for statement in statements:
             connection.exec_driver_sql(statement)
@@ -65,19 +110,60 @@ def versions(engine: Engine) -> list[str] | None:
         return [r[0] for r in connection.exec_driver_sql("SELECT version_num FROM alembic_version")]
 
 
+def rebuild_sqlite_table(engine: Engine, table: str, old: str, new: str) -> None:
+    """Recreate an empty SQLite table from its own DDL with ``old`` replaced by ``new``.
+
+    SQLite cannot change a column's type, nullability, default or foreign
+    key in place, so the table is rebuilt, and its indexes with it.
+    """
+    with engine.begin() as connection:
+        ddl = connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).scalar_one()
+        assert old in ddl, f"{old!r} is not in the DDL of {table}: {ddl}"
+        indexes = [
+            sql
+            for (sql,) in connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? "
+                "AND sql IS NOT NULL",
+                (table,),
+            )
+        ]
+        connection.exec_driver_sql(f"DROP TABLE {table}")
+        connection.exec_driver_sql(ddl.replace(old, new))
+        for sql in indexes:
+            connection.exec_driver_sql(sql)
+
+
+# -- the states -------------------------------------------------------------------------
+
+
 def reach(engine: Engine, state: str) -> None:
-    """Bring the empty database behind ``engine`` into ``state``."""
+    """Bring the new, empty database behind ``engine`` into ``state`` (one of ``STATES``).
+
+    ``empty`` is a database that exists and holds nothing: on SQLite, an
+    existing empty file (the commands refuse a path with no file).
+    ``unversioned_at_baseline`` and, on PostgreSQL, ``unversioned_at_head``
+    are the deployed DDL (with the head's changes typed by hand), never
+    migrated; on SQLite, which has no deployed database, they are migrated
+    and their version table dropped.
+    """
     if state == "empty":
+        with engine.connect() as connection:  # SQLite creates the file on connecting
+            connection.exec_driver_sql("SELECT 1")
         return
-    if state == "unversioned_at_baseline":
-        if engine.dialect.name == "postgresql":
-            load_production_schema(engine)
-        else:
-            run(engine, "upgrade", BASELINE)
-            execute(engine, "DROP TABLE alembic_version")
+    postgresql = engine.dialect.name == "postgresql"
+    if state == "unversioned_at_baseline" and postgresql:
+        load_production_schema(engine)
         return
-    if state == "behind":
+    if state == "unversioned_at_head" and postgresql:
+        load_production_schema(engine)
+        execute(engine, *HEAD_CHANGES_DDL)
+        return
+    if state in ("unversioned_at_baseline", "behind"):
         run(engine, "upgrade", BASELINE)
+        if state == "unversioned_at_baseline":
+            execute(engine, "DROP TABLE alembic_version")
         return
     run(engine, "upgrade", HEAD)
     if state == "unversioned_at_head":
@@ -89,13 +175,120 @@ def reach(engine: Engine, state: str) -> None:
     elif state == "unversioned_unmatched":
         execute(engine, "DROP TABLE alembic_version", f"DROP INDEX {DRIFT_INDEX}")
     else:
-        assert state == "up_to_date", state
+        assert state == "up_to_date", f"no such state: {state}"
+
+
+def drifted_production(engine: Engine, drift: str, *, versioned: bool) -> None:
+    """Load the deployed schema, change it by ``drift``, and record ``BASELINE`` if asked."""
+    load_production_schema(engine)
+    execute(engine, DRIFTS[drift][0])
+    if versioned:
+        run(engine, "stamp", BASELINE)  # recorded unchecked, as a hand-run stamp would
 
 
 def refusal(message: str, *differences: str) -> str:
     """Return the stderr of a refusal: the differences, then the one-line error."""
+    return differences_block(*differences) + f"CommandError: {message}\n"
+
+
+def differences_block(*differences: str) -> str:
+    """Return the lines a command writes to stderr before a refusal or a warning."""
+    if not differences:
+        return ""
     lines = ["Differences from the expected schema:", *(f"  - {d}" for d in differences)]
-    return "\n".join([*(lines if differences else []), f"CommandError: {message}", ""])
+    return "".join(f"{line}\n" for line in lines)
+
+
+# -- copies of the project's scripts ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectCopy:
+    """A copy of alembic.ini and alembic/ (the ledger included), to change freely.
+
+    ``config`` is its Alembic ``Config`` for in-process use; ``env`` runs
+    manage.py on it (``manage(..., **copy.env)``) through a settings module
+    that only adds ``MIGSUPPORT_ALEMBIC_INI``.
+    """
+
+    folder: Path
+    config: Config
+    env: dict[str, str]
+
+    @property
+    def scripts(self) -> Path:
+        return Path(self.config.get_main_option("script_location"))
+
+    @property
+    def versions(self) -> Path:
+        return self.scripts / "versions"
+
+    @property
+    def ledger(self) -> Path:
+        return self.scripts / "ledger.json"
+
+
+SETTINGS_MODULE = "migsupport_copy_settings"
+
+
+def project_copy(folder: Path) -> ProjectCopy:
+    """Copy the project's Alembic setup into ``folder``, created if need be."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ini = folder / "alembic.ini"
+    shutil.copy(PROJECT / "alembic.ini", ini)
+    shutil.copytree(
+        PROJECT / "alembic", folder / "alembic", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (folder / f"{SETTINGS_MODULE}.py").write_text(
+        f"from tests.settings import *  # noqa: F403\n\nMIGSUPPORT_ALEMBIC_INI = {str(ini)!r}\n"
+    )
+    env = {"DJANGO_SETTINGS_MODULE": SETTINGS_MODULE, "PYTHONPATH": str(folder)}
+    return ProjectCopy(folder, Config(str(ini)), env)
+
+
+def edit_script(copy: ProjectCopy, revision: str) -> None:
+    """Append a comment to a revision's script: the same behaviour, another checksum."""
+    (script,) = copy.versions.glob(f"{revision}_*.py")
+    with script.open("a") as handle:
+        handle.write("# edited after the ledger was written\n")
+
+
+def edit_ledger(copy: ProjectCopy, edit: Callable[[dict[str, Any]], Any]) -> None:
+    """Apply ``edit`` to the ledger's parsed JSON, and write it back."""
+    data = json.loads(copy.ledger.read_text())
+    edit(data)
+    copy.ledger.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def add_revision(
+    copy: ProjectCopy, revision: str, down_revision: str | tuple[str, ...], statement: str
+) -> None:
+    """Write a revision script into the copy; ``statement`` is its upgrade."""
+    (copy.versions / f"{revision}_added.py").write_text(
+        '"""An added revision."""\n\n'
+        "from alembic import op  # noqa: F401\n\n"
+        f"revision = {revision!r}\n"
+        f"down_revision = {down_revision!r}\n"
+        "branch_labels = None\n"
+        "depends_on = None\n\n\n"
+        "def upgrade():\n"
+        f"    {statement}\n\n\n"
+        "def downgrade():\n"
+        "    pass\n"
+    )
+
+
+def add_branch(copy: ProjectCopy) -> None:
+    """Add a second head: a revision whose down_revision is the baseline."""
+    add_revision(
+        copy,
+        BRANCH,
+        BASELINE,
+        'op.create_index("ix_detected_materials_category", "detected_materials", ["category"])',
+    )
+
+
+# -- the head's catalog, and commands run in a batch ----------------------------------------
 
 
 class HeadCatalogs:
@@ -126,52 +319,6 @@ class HeadCatalogs:
             drop_pg_database(_server_url(), self.pg_url)
 
 
-def command_environ(database_url: URL | None, **env: str) -> dict[str, str]:
-    """Return the environment ``tests.test_commands.manage`` gives manage.py."""
-    environ = clean_environ("DATABASE_URL", "DEBUG")
-    environ["SECRET_KEY"] = "tests-only-not-secret"
-    if database_url is not None:
-        environ["DATABASE_URL"] = django_url(database_url)
-    environ.update(env)
-    return environ
-
-
-def spawn(*args: str, database_url: URL, **env: str) -> subprocess.Popen:
-    """Start ``manage.py *args`` in a new process, without waiting for it."""
-    return subprocess.Popen(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT,
-        env=command_environ(database_url, **env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def project_copy(folder: Path) -> tuple[Path, dict[str, str]]:
-    """Copy the project's Alembic setup into ``folder``; return its versions folder and env.
-
-    The environment points manage.py at the copy through a settings module
-    that only adds ``MIGSUPPORT_ALEMBIC_INI``, so revisions can be added to
-    the copy without touching the project.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT / "alembic.ini", folder / "alembic.ini")
-    shutil.copytree(
-        PROJECT / "alembic", folder / "alembic", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    module = "migsupport_copy_settings"
-    (folder / f"{module}.py").write_text(
-        "from tests.settings import *  # noqa: F403\n\n"
-        f"MIGSUPPORT_ALEMBIC_INI = {str(folder / 'alembic.ini')!r}\n"
-    )
-    return folder / "alembic" / "versions", {
-        "DJANGO_SETTINGS_MODULE": module,
-        "PYTHONPATH": str(folder),
-    }
-
-
 @dataclass(frozen=True)
 class Job:
     """One command to run on a new database of ``dialect``, once ``prepare`` has built it."""
@@ -179,6 +326,23 @@ class Job:
     dialect: str
     prepare: Callable[[Engine], None]
     args: tuple[str, ...]
+
+
+def state_jobs(
+    args: tuple[str, ...], drift_args: tuple[str, ...], *, versioned: bool
+) -> dict[tuple[str, str], Job]:
+    """Return the jobs that run ``args`` in every state on both dialects, and ``drift_args``
+    on the deployed PostgreSQL schema drifted each way of ``DRIFTS`` (``BASELINE`` recorded
+    if ``versioned``)."""
+    jobs = {
+        (dialect, state): Job(dialect, partial(reach, state=state), args)
+        for dialect in ("sqlite", "postgresql")
+        for state in STATES
+    }
+    for drift in DRIFTS:
+        prepare = partial(drifted_production, drift=drift, versioned=versioned)
+        jobs[("postgresql", drift)] = Job("postgresql", prepare, drift_args)
+    return jobs
 
 
 @dataclass(frozen=True)
@@ -190,6 +354,16 @@ class Run:
     before: dict[str, Any]
     versions_before: list[str] | None
     result: subprocess.CompletedProcess
+
+    def assert_refused(self, stderr: str) -> None:
+        """Assert the command exited 1 with only ``stderr``, and changed nothing.
+
+        Neither the schema nor the version table changed, and no version
+        table was created where there was none.
+        """
+        assert (self.result.returncode, self.result.stdout, self.result.stderr) == (1, "", stderr)
+        assert catalog(self.engine) == self.before
+        assert versions(self.engine) == self.versions_before
 
 
 class Batch:

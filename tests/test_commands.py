@@ -2,50 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL
 
 from tests.catalog import catalog
+from tests.commands import clean_environ, manage, shown
 from tests.conftest import PROJECT
 from tests.migrate import run
-
-
-def django_url(url: URL) -> str:
-    """Return ``url`` as a DATABASE_URL for django-environ."""
-    if url.get_backend_name() == "sqlite":
-        return f"sqlite:///{url.database}"
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def clean_environ(*drop: str) -> dict[str, str]:
-    """Return the environment without the test run's Django settings and ``drop``."""
-    unwanted = {"DJANGO_SETTINGS_MODULE", *drop}
-    return {k: v for k, v in os.environ.items() if k not in unwanted}
-
-
-def shown(url: URL) -> str:
-    """Return ``url`` as the commands print it: no driver, password masked."""
-    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
-
-
-def manage(*args: str, database_url: URL | None = None, **env: str) -> subprocess.CompletedProcess:
-    environ = clean_environ("DATABASE_URL", "DEBUG")
-    environ["SECRET_KEY"] = "tests-only-not-secret"
-    if database_url is not None:
-        environ["DATABASE_URL"] = django_url(database_url)
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_alembic_upgrade_applies_every_revision_and_reports_each(database_url, engine):
@@ -88,9 +53,7 @@ def test_alembic_upgrade_at_head_is_a_no_op(database_url, engine):
     result = manage("alembic_upgrade", database_url=database_url)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (
-        f"No revisions to apply: {shown(database_url)} is at 7c1d2e3f4a5b.\n"
-    )
+    assert result.stdout == (f"No revisions to apply: {shown(database_url)} is at 7c1d2e3f4a5b.\n")
     assert catalog(engine) == before
 
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
-from alembic import command
 from migsupport import api
 from migsupport.engine import create_engine
 from migsupport.history import replay_schemas
@@ -22,23 +22,22 @@ from migsupport.snapshot import compare, take_snapshot
 from migsupport.state import MultipleHeads, SchemaUnknown, StateReport, classify
 from tests.conftest import PRODUCTION_SCHEMA
 from tests.migrate import run
-from tests.statekit import (
+from tests.states import (
     BASELINE,
     BRANCH,
     HEAD,
     MERGE,
     UNKNOWN,
+    ProjectCopy,
     add_branch,
     add_revision,
-    copy_alembic,
     edit_ledger,
     edit_script,
     execute,
-    has_version_table,
-    make_state,
+    project_copy,
+    reach,
     rebuild_sqlite_table,
-    unversioned_baseline,
-    unversioned_head,
+    versions,
 )
 from tests.test_production_schema import load_production_schema
 
@@ -134,7 +133,7 @@ def test_baseline_schema_without_version_is_unversioned_matching_the_baseline(
 
 
 def test_head_schema_without_version_is_unversioned_matching_the_head(engine):
-    unversioned_head(engine)
+    reach(engine, "unversioned_at_head")
 
     assert state_of(engine) == StateReport(
         state="unversioned",
@@ -149,7 +148,7 @@ def test_head_schema_without_version_is_unversioned_matching_the_head(engine):
 
 
 def test_unversioned_schema_matching_no_revision_names_the_nearest_and_the_differences(engine):
-    unversioned_baseline(engine)
+    reach(engine, "unversioned_at_baseline")
     execute(engine, "DROP INDEX ix_detected_materials_material_name")
 
     assert state_of(engine) == StateReport(
@@ -697,9 +696,11 @@ def test_expression_indexes_compare_by_their_expressions(pg_engine):
 # -- read-only ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("state", ["empty", "unversioned"])
-def test_classify_creates_no_version_table_and_leaves_no_transaction(engine, state):
-    make_state(engine, state)
+@pytest.mark.parametrize(
+    ("state", "reported"), [("empty", "empty"), ("unversioned_at_baseline", "unversioned")]
+)
+def test_classify_creates_no_version_table_and_leaves_no_transaction(engine, state, reported):
+    reach(engine, state)
     scripts = ScriptDirectory.from_config(api.alembic_config())
     ledger = Ledger.load(ledger_path(scripts))
 
@@ -707,8 +708,8 @@ def test_classify_creates_no_version_table_and_leaves_no_transaction(engine, sta
         report = classify(connection, scripts, ledger=ledger)
         assert not connection.in_transaction()
 
-    assert report.state == state
-    assert not has_version_table(engine)
+    assert report.state == reported
+    assert versions(engine) is None
 
 
 def test_classify_inside_the_callers_transaction_leaves_it_to_the_caller(engine):
@@ -729,24 +730,22 @@ def test_classify_inside_the_callers_transaction_leaves_it_to_the_caller(engine)
 
 
 @pytest.fixture
-def copied(tmp_path):
+def copied(tmp_path) -> ProjectCopy:
     """A copy of the project's alembic.ini and alembic/ folder, ledger included."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    return copy_alembic(folder)
+    return project_copy(tmp_path / "project")
 
 
 def test_the_copy_has_a_fresh_ledger(engine, copied):
     run(engine, "upgrade", HEAD)
 
-    assert state_of(engine, config=copied) == UP_TO_DATE
+    assert state_of(engine, config=copied.config) == UP_TO_DATE
 
 
 def test_edited_script_makes_the_ledger_stale_and_the_state_comes_from_a_replay(engine, copied):
     run(engine, "upgrade", BASELINE)
     edit_script(copied, HEAD)
 
-    assert state_of(engine, config=copied, replay=True) == StateReport(
+    assert state_of(engine, config=copied.config, replay=True) == StateReport(
         state="behind",
         current=BASELINE,
         head=HEAD,
@@ -766,7 +765,7 @@ def test_edited_script_without_replay_raises_schema_unknown(engine, copied):
 
     with engine.connect() as connection:
         with pytest.raises(SchemaUnknown) as raised:
-            api.inspect_state(connection, config=copied, replay=False)
+            api.inspect_state(connection, config=copied.config, replay=False)
         assert not connection.in_transaction()
 
     assert raised.value.reasons == [
@@ -782,7 +781,7 @@ def test_edited_script_without_replay_raises_schema_unknown(engine, copied):
 def test_empty_database_needs_no_schema_even_with_a_stale_ledger(engine, copied):
     edit_script(copied, HEAD)
 
-    report = state_of(engine, config=copied, replay=False)
+    report = state_of(engine, config=copied.config, replay=False)
 
     assert (report.state, report.ledger, report.schema_source) == ("empty", "stale", "none")
     assert report.ledger_problems == (
@@ -791,10 +790,10 @@ def test_empty_database_needs_no_schema_even_with_a_stale_ledger(engine, copied)
 
 
 def test_revision_missing_from_the_ledger_makes_it_stale(engine, copied):
-    unversioned_head(engine)
+    reach(engine, "unversioned_at_head")
     edit_ledger(copied, lambda data: data["revisions"].pop(HEAD))
 
-    assert state_of(engine, config=copied, replay=True) == StateReport(
+    assert state_of(engine, config=copied.config, replay=True) == StateReport(
         state="unversioned",
         current=None,
         head=HEAD,
@@ -816,7 +815,7 @@ def test_ledger_without_this_dialects_schema_is_stale(engine, copied):
     run(engine, "upgrade", HEAD)
 
     with engine.connect() as connection, pytest.raises(SchemaUnknown) as raised:
-        api.inspect_state(connection, config=copied, replay=False)
+        api.inspect_state(connection, config=copied.config, replay=False)
 
     assert raised.value.reasons == [
         f"revision {BASELINE} has no recorded {dialect} schema",
@@ -827,7 +826,7 @@ def test_ledger_without_this_dialects_schema_is_stale(engine, copied):
 def test_changed_down_revision_makes_the_ledger_stale(engine, copied):
     edit_ledger(copied, lambda data: data["revisions"][HEAD].update(down_revision=None))
 
-    report = state_of(engine, config=copied)
+    report = state_of(engine, config=copied.config)
 
     assert report.ledger_problems == (
         f"revision {HEAD}'s down_revision is {BASELINE}, the ledger says None",
@@ -837,7 +836,7 @@ def test_changed_down_revision_makes_the_ledger_stale(engine, copied):
 def test_ledger_entry_without_a_script_makes_it_stale(engine, copied):
     edit_ledger(copied, lambda data: data["revisions"].update({UNKNOWN: data["revisions"][HEAD]}))
 
-    report = state_of(engine, config=copied)
+    report = state_of(engine, config=copied.config)
 
     assert report.ledger_problems == (f"revision {UNKNOWN} is in the ledger but has no script",)
 
@@ -845,9 +844,9 @@ def test_ledger_entry_without_a_script_makes_it_stale(engine, copied):
 def test_ledger_of_a_history_with_a_merge_revision_is_written_and_read(sqlite_url, copied):
     add_branch(copied)
     add_revision(copied, MERGE, (HEAD, BRANCH), "pass")
-    scripts = ScriptDirectory.from_config(copied)
+    scripts = ScriptDirectory.from_config(copied.config)
     path = ledger_path(scripts)
-    snapshots = replay_schemas(sa.make_url("sqlite://"), Config(copied.config_file_name))
+    snapshots = replay_schemas(sa.make_url("sqlite://"), Config(copied.config.config_file_name))
     Ledger.load(path).with_schemas(scripts, {"sqlite": snapshots}).write(path)
 
     ledger = Ledger.load(path)
@@ -858,11 +857,11 @@ def test_ledger_of_a_history_with_a_merge_revision_is_written_and_read(sqlite_ur
     engine = create_engine(sqlite_url)
     try:
         with engine.connect() as connection:
-            copied.attributes["connection"] = connection
-            command.upgrade(copied, "head")
+            copied.config.attributes["connection"] = connection
+            command.upgrade(copied.config, "head")
             connection.commit()
-        copied.attributes.pop("connection")
-        report = state_of(engine, config=copied)
+        copied.config.attributes.pop("connection")
+        report = state_of(engine, config=copied.config)
     finally:
         engine.dispose()
     assert report == StateReport(
@@ -875,7 +874,7 @@ def test_several_heads_raise_multiple_heads_with_the_ids_and_a_merge_hint(engine
 
     with engine.connect() as connection:
         with pytest.raises(MultipleHeads) as raised:
-            api.inspect_state(connection, config=copied, replay=False)
+            api.inspect_state(connection, config=copied.config, replay=False)
         assert not connection.in_transaction()
 
     assert sorted(raised.value.heads) == sorted([HEAD, BRANCH])

@@ -12,23 +12,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from migsupport.engine import safe_url
+from migsupport.engine import create_engine, safe_url
+from tests.commands import manage
 from tests.conftest import PROJECT
 from tests.migrate import run
-from tests.statekit import (
+from tests.states import (
     BASELINE,
     BRANCH,
+    DRIFT_INDEX,
     HEAD,
     UNKNOWN,
+    ProjectCopy,
     add_branch,
-    copy_alembic,
     edit_script,
     execute,
-    has_version_table,
-    make_state,
-    settings_module,
+    project_copy,
+    reach,
+    versions,
 )
-from tests.test_commands import manage
 
 HINT_UPGRADE = "Run `manage.py alembic_upgrade` to apply the pending revisions."
 STALE = f"revision {HEAD}'s script changed after the ledger was written"
@@ -44,6 +45,7 @@ def human(url: URL, *lines: str) -> list[str]:
 
 # -- the report in each state ----------------------------------------------------
 
+# The report of each state of ``tests.states.reach``, after the "Database" line.
 EXPECTED = {
     "empty": [
         "  State:    empty",
@@ -70,7 +72,7 @@ EXPECTED = {
         "  The schema equals the recorded version; newer revisions are pending.",
         HINT_UPGRADE,
     ],
-    "unversioned": [
+    "unversioned_at_baseline": [
         "  State:    unversioned",
         "  Current:  (none)",
         f"  Head:     {HEAD}",
@@ -107,7 +109,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("state", list(EXPECTED))
 def test_status_prints_the_report_of_each_state_and_exits_0(database_url, engine, state):
-    make_state(engine, state)
+    reach(engine, state)
 
     result = status(database_url)
 
@@ -115,12 +117,24 @@ def test_status_prints_the_report_of_each_state_and_exits_0(database_url, engine
     assert result.stderr == ""
     assert result.stdout.splitlines() == human(database_url, *EXPECTED[state])
     # Read-only: a database with no version keeps having no version table.
-    assert has_version_table(engine) == (state not in ("empty", "unversioned"))
+    assert (versions(engine) is None) == (state in ("empty", "unversioned_at_baseline"))
+
+
+def test_status_of_a_sqlite_path_with_no_file_fails_in_one_line_and_creates_none(sqlite_url):
+    path = Path(sqlite_url.database)
+    assert not path.exists()
+
+    result = status(sqlite_url)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"CommandError: sqlite:///{path}: the database file does not exist\n"
+    assert not path.exists()
 
 
 def test_status_of_an_unversioned_schema_matching_nothing_names_the_nearest(database_url, engine):
-    make_state(engine, "unversioned")
-    execute(engine, "DROP INDEX ix_detected_materials_material_name")
+    reach(engine, "unversioned_at_baseline")
+    execute(engine, f"DROP INDEX {DRIFT_INDEX}")
 
     result = status(database_url)
 
@@ -140,7 +154,7 @@ def test_status_of_an_unversioned_schema_matching_nothing_names_the_nearest(data
 
 
 def test_status_at_verbosity_0_leaves_out_the_hint(database_url, engine):
-    make_state(engine, "behind")
+    reach(engine, "behind")
 
     result = status(database_url, "-v", "0")
 
@@ -152,7 +166,7 @@ def test_status_at_verbosity_0_leaves_out_the_hint(database_url, engine):
 
 
 def test_status_json_prints_one_object_with_every_key(database_url, engine):
-    make_state(engine, "drifted")
+    reach(engine, "drifted")
 
     result = status(database_url, "--json")
 
@@ -174,7 +188,7 @@ def test_status_json_prints_one_object_with_every_key(database_url, engine):
 
 
 def test_status_json_of_an_unversioned_database_carries_the_match(database_url, engine):
-    make_state(engine, "unversioned")
+    reach(engine, "unversioned_at_baseline")
 
     result = status(database_url, "--json")
 
@@ -199,44 +213,39 @@ def test_status_json_of_an_unversioned_database_carries_the_match(database_url, 
 
 
 @pytest.mark.parametrize(
-    ("state", "code"),
+    ("state", "code", "reported"),
     [
-        ("up_to_date", 0),
-        ("empty", 1),
-        ("behind", 1),
-        ("unversioned", 1),
-        ("drifted", 1),
-        ("unknown_revision", 1),
+        ("up_to_date", 0, "up_to_date"),
+        ("empty", 1, "empty"),
+        ("behind", 1, "behind"),
+        ("unversioned_at_baseline", 1, "unversioned"),
+        ("drifted", 1, "drifted"),
+        ("unknown_revision", 1, "unknown_revision"),
     ],
 )
-def test_status_check_exits_0_only_when_up_to_date(database_url, engine, state, code):
-    make_state(engine, state)
+def test_status_check_exits_0_only_when_up_to_date(database_url, engine, state, code, reported):
+    reach(engine, state)
 
     result = status(database_url, "--check", "--json")
 
     assert result.returncode == code, result.stderr
-    assert json.loads(result.stdout)["state"] == state
+    assert json.loads(result.stdout)["state"] == reported
 
 
 # -- the ledger, and the scripts ------------------------------------------------------
 
 
 @pytest.fixture
-def copied(tmp_path: Path):
+def copied(tmp_path: Path) -> ProjectCopy:
     """A copy of alembic.ini and alembic/, and the env to run manage.py on it."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    config = copy_alembic(folder)
-    env = {"DJANGO_SETTINGS_MODULE": settings_module(tmp_path, config), "PYTHONPATH": str(tmp_path)}
-    return config, env
+    return project_copy(tmp_path / "project")
 
 
 def test_status_with_a_stale_ledger_replays_and_says_so(database_url, engine, copied):
-    config, env = copied
-    make_state(engine, "up_to_date")
-    edit_script(config, HEAD)
+    reach(engine, "up_to_date")
+    edit_script(copied, HEAD)
 
-    result = status(database_url, **env)
+    result = status(database_url, **copied.env)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == human(
@@ -251,11 +260,10 @@ def test_status_with_a_stale_ledger_replays_and_says_so(database_url, engine, co
 
 
 def test_status_with_a_stale_ledger_and_no_replay_fails_in_one_line(database_url, engine, copied):
-    config, env = copied
-    make_state(engine, "up_to_date")
-    edit_script(config, HEAD)
+    reach(engine, "up_to_date")
+    edit_script(copied, HEAD)
 
-    result = status(database_url, "--no-replay", **env)
+    result = status(database_url, "--no-replay", **copied.env)
 
     assert result.returncode == 1
     assert result.stdout == ""
@@ -267,10 +275,12 @@ def test_status_with_a_stale_ledger_and_no_replay_fails_in_one_line(database_url
 
 
 def test_status_with_several_heads_fails_naming_them_and_the_merge(sqlite_url, copied):
-    config, env = copied
-    add_branch(config)
+    engine = create_engine(sqlite_url)
+    reach(engine, "empty")
+    engine.dispose()
+    add_branch(copied)
 
-    result = status(sqlite_url, **env)
+    result = status(sqlite_url, **copied.env)
 
     assert result.returncode == 1
     assert result.stdout == ""
@@ -293,16 +303,14 @@ def test_ledger_check_passes_on_the_project_as_committed():
 
 
 def test_ledger_check_fails_on_an_edited_script(copied):
-    config, env = copied
-    edit_script(config, HEAD)
+    edit_script(copied, HEAD)
 
-    result = manage("alembic_ledger", "--check", **env)
+    result = manage("alembic_ledger", "--check", **copied.env)
 
-    ledger = Path(config.get_main_option("script_location")) / "ledger.json"
     assert result.returncode == 1
     assert result.stdout.splitlines() == [f"  - {STALE}"]
     assert result.stderr.splitlines() == [
-        f"The ledger {ledger} is stale. Run `manage.py alembic_ledger --database ALIAS` "
+        f"The ledger {copied.ledger} is stale. Run `manage.py alembic_ledger --database ALIAS` "
         "with a PostgreSQL alias."
     ]
 
@@ -382,11 +390,10 @@ def test_status_on_a_missing_database_fails_without_the_password(password_url):
 def test_status_needing_a_replay_without_createdb_fails_without_the_password(
     pg_engine, password_url, copied
 ):
-    config, env = copied
     run(pg_engine, "upgrade", HEAD)
-    edit_script(config, HEAD)
+    edit_script(copied, HEAD)
 
-    result = status(password_url, **env)
+    result = status(password_url, **copied.env)
 
     _no_password(result)
     assert result.returncode == 1
@@ -395,5 +402,6 @@ def test_status_needing_a_replay_without_createdb_fails_without_the_password(
     assert line == (
         f"CommandError: user {password_url.username} may not create databases on "
         f"{safe_url(password_url.set(database=None))}: the scratch database needs the CREATEDB "
-        "right (ALTER ROLE ... CREATEDB), or a ledger that is up to date"
+        "right (ALTER ROLE ... CREATEDB), or a ledger that is up to date "
+        "(`manage.py alembic_verify --update-ledger`)"
     )

@@ -7,7 +7,6 @@ printed, and the catalog and ``alembic_version`` afterwards.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -30,28 +29,28 @@ from sqlalchemy.engine import URL, Engine
 from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
 from tests.catalog import catalog
+from tests.commands import manage, shown, spawn, wait_for
 from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
-from tests.migrate import run
 from tests.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
     BASELINE,
     DOMAIN_TABLES,
     DRIFT_INDEX,
+    DRIFTS,
     HEAD,
     STATES,
     UNKNOWN,
     Batch,
     HeadCatalogs,
-    Job,
+    ProjectCopy,
     execute,
     project_copy,
     reach,
     refusal,
-    spawn,
+    state_jobs,
     versions,
 )
-from tests.test_commands import manage, shown
 from tests.test_production_schema import load_production_schema
 
 PG_LOCK_NAME = "alembic_version:default"
@@ -60,25 +59,10 @@ PG_LOCK_NAME = "alembic_version:default"
 @pytest.fixture(scope="module")
 def upgrades(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
     """``alembic_upgrade`` in every state on both dialects, and on each drifted variant."""
-    jobs = {
-        (dialect, state): Job(dialect, functools.partial(reach, state=state), ("alembic_upgrade",))
-        for dialect in ("sqlite", "postgresql")
-        for state in STATES
-    }
-    for drift in DRIFTS:
-        prepare = functools.partial(drifted_production, drift=drift, versioned=True)
-        jobs[("postgresql", drift)] = Job("postgresql", prepare, ("alembic_upgrade",))
+    jobs = state_jobs(("alembic_upgrade",), ("alembic_upgrade",), versioned=True)
     batch = Batch(tmp_path_factory.mktemp("upgrades"), jobs)
     yield batch
     batch.close()
-
-
-@pytest.fixture
-def dialect_name(dialect_name: str, request: pytest.FixtureRequest) -> str:
-    """The dialect, once its server is known to be there (PostgreSQL skips loudly)."""
-    if dialect_name == "postgresql":
-        request.getfixturevalue("pg_server")
-    return dialect_name
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +153,7 @@ def test_upgrade_in_each_state_applies_or_refuses_as_the_state_demands(
         if after == "unchanged":
             assert done.before == head_catalog(done.engine)
     else:
-        # A refusal changes nothing: not the schema, not the version table,
-        # and it creates no version table where there was none.
-        assert catalog(done.engine) == done.before
-        assert versions(done.engine) == done.versions_before
+        done.assert_refused(stderr)
 
 
 # -- the production schema, with data -------------------------------------------------
@@ -293,42 +274,6 @@ def test_production_schema_with_django_tables_is_upgraded_and_leaves_them_alone(
 
 # -- drift ----------------------------------------------------------------------------
 
-DRIFTS = {
-    "missing_index": (
-        f"DROP INDEX {DRIFT_INDEX}",
-        f"index {DRIFT_INDEX} is missing",
-    ),
-    "changed_length": (
-        "ALTER TABLE detected_materials ALTER COLUMN material_name TYPE VARCHAR(50)",
-        "column detected_materials.material_name: VARCHAR(50), expected VARCHAR(100)",
-    ),
-    "nullability": (
-        "ALTER TABLE detected_materials ALTER COLUMN category SET NOT NULL",
-        "column detected_materials.category: NOT NULL, expected NULL",
-    ),
-    "enum_label": (
-        "ALTER TYPE jobstatus ADD VALUE 'ARCHIVED'",
-        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,ARCHIVED, "
-        "expected PENDING,PROCESSING,COMPLETED,FAILED",
-    ),
-    "extra_column": (
-        "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER",
-        "table material_detection_jobs: unexpected column priority",
-    ),
-    "missing_table": (
-        "DROP TABLE detected_materials",
-        "table detected_materials is missing",
-    ),
-}
-
-
-def drifted_production(engine: Engine, drift: str, *, versioned: bool) -> None:
-    """Load the deployed schema, change it by ``drift``, and record ``BASELINE`` if asked."""
-    load_production_schema(engine)
-    execute(engine, DRIFTS[drift][0])
-    if versioned:
-        run(engine, "stamp", BASELINE)  # recorded unchecked, as a hand-run stamp would
-
 
 @pytest.mark.postgresql
 @pytest.mark.parametrize("drift", DRIFTS)
@@ -337,13 +282,13 @@ def test_upgrade_refuses_a_drifted_production_database_and_names_the_difference(
 ):
     done = upgrades("postgresql", drift)
 
-    assert done.result.returncode == 1
-    assert done.result.stdout == ""
-    assert done.result.stderr == refusal(
-        f"refused: the schema differs from the recorded revision {BASELINE}; nothing was changed",
-        DRIFTS[drift][1],
+    done.assert_refused(
+        refusal(
+            f"refused: the schema differs from the recorded revision {BASELINE}; "
+            "nothing was changed",
+            DRIFTS[drift][1],
+        )
     )
-    assert catalog(done.engine) == done.before
     assert versions(done.engine) == [BASELINE]
 
 
@@ -755,8 +700,8 @@ def downgrade():
 '''
 
 
-def write_third_revision(versions_dir: Path, body: str, revision: str = THIRD) -> None:
-    (versions_dir / f"{revision}_verified_materials.py").write_text(
+def write_third_revision(copy: ProjectCopy, body: str, revision: str = THIRD) -> None:
+    (copy.versions / f"{revision}_verified_materials.py").write_text(
         THIRD_TEMPLATE.format(
             doc=THIRD_DOC, revision=revision, down=HEAD, body=textwrap.indent(body, "    ")
         )
@@ -798,12 +743,12 @@ FIXED_BODY = (
 def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
     database_url, engine, tmp_path, head_catalog
 ):
-    versions_dir, env = project_copy(tmp_path / "project")
-    write_third_revision(versions_dir, FAILING_BODY)
+    copy = project_copy(tmp_path / "project")
+    write_third_revision(copy, FAILING_BODY)
     reach(engine, "behind")
     insert_job_with_duplicate_materials(engine)
 
-    failed = manage("alembic_upgrade", database_url=database_url, **env)
+    failed = manage("alembic_upgrade", database_url=database_url, **copy.env)
 
     assert failed.returncode == 1
     assert failed.stdout.splitlines() == [APPLY_HEAD, f"  Applying {THIRD} ({THIRD_DOC})..."]
@@ -823,8 +768,8 @@ def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
     assert "verified" not in columns_of(engine, "detected_materials")
     assert "model_version" in columns_of(engine, "material_detection_jobs")
 
-    write_third_revision(versions_dir, FIXED_BODY)
-    rerun = manage("alembic_upgrade", database_url=database_url, **env)
+    write_third_revision(copy, FIXED_BODY)
+    rerun = manage("alembic_upgrade", database_url=database_url, **copy.env)
 
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.splitlines() == [
@@ -844,13 +789,13 @@ DATA_DEPENDENT_BODY = (
 
 
 def test_a_result_that_differs_from_the_target_schema_is_reported_as_an_error(sqlite_url, tmp_path):
-    versions_dir, env = project_copy(tmp_path / "project")
-    write_third_revision(versions_dir, DATA_DEPENDENT_BODY)
+    copy = project_copy(tmp_path / "project")
+    write_third_revision(copy, DATA_DEPENDENT_BODY)
     engine = create_engine(sqlite_url)
     reach(engine, "up_to_date")
     insert_job_with_duplicate_materials(engine)
 
-    result = manage("alembic_upgrade", database_url=sqlite_url, **env)
+    result = manage("alembic_upgrade", database_url=sqlite_url, **copy.env)
 
     assert result.returncode == 1
     assert result.stdout == f"  Applying {THIRD} ({THIRD_DOC})... OK\n"
@@ -863,11 +808,11 @@ def test_a_result_that_differs_from_the_target_schema_is_reported_as_an_error(sq
 
 
 def test_an_ambiguous_prefix_is_refused_naming_the_candidates(sqlite_url, tmp_path):
-    versions_dir, env = project_copy(tmp_path / "project")
+    copy = project_copy(tmp_path / "project")
     other = "7c99aa000000"
-    write_third_revision(versions_dir, "", revision=other)
+    write_third_revision(copy, "", revision=other)
 
-    result = manage("alembic_upgrade", "7c", database_url=sqlite_url, **env)
+    result = manage("alembic_upgrade", "7c", database_url=sqlite_url, **copy.env)
 
     assert result.returncode == 1
     assert result.stdout == ""
@@ -887,16 +832,6 @@ SLEEPING_BODY = (
 )
 
 
-def wait_for(check, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
     with engine.connect() as connection:
         return connection.execute(sa.text(sql), params).scalar()
@@ -906,13 +841,13 @@ def scalar(engine: Engine, sql: str, **params: Any) -> Any:
 def test_a_process_killed_mid_revision_leaves_the_last_whole_revision_and_no_lock(
     pg_url, pg_engine, tmp_path, head_catalog
 ):
-    versions_dir, env = project_copy(tmp_path / "project")
-    write_third_revision(versions_dir, SLEEPING_BODY)
+    copy = project_copy(tmp_path / "project")
+    write_third_revision(copy, SLEEPING_BODY)
     reach(pg_engine, "behind")
     insert_job_with_duplicate_materials(pg_engine)
     database = pg_url.database
 
-    process = spawn("alembic_upgrade", database_url=pg_url, **env)
+    process = spawn("alembic_upgrade", database_url=pg_url, **copy.env)
     try:
         backend = wait_for(
             lambda: scalar(
@@ -968,8 +903,8 @@ def test_a_process_killed_mid_revision_leaves_the_last_whole_revision_and_no_loc
     assert "verified" not in columns_of(pg_engine, "detected_materials")
     assert catalog(pg_engine) == head_catalog(pg_engine)
 
-    write_third_revision(versions_dir, "")
-    rerun = manage("alembic_upgrade", database_url=pg_url, **env)
+    write_third_revision(copy, "")
+    rerun = manage("alembic_upgrade", database_url=pg_url, **copy.env)
 
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.splitlines() == [

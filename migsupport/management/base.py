@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -41,6 +42,13 @@ class MigsupportCommand(BaseCommand):
             raise CommandError(str(exc)) from exc
         except MigsupportError as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            if options.get("traceback"):
+                raise
+            # By now the open transaction is rolled back and any scratch
+            # database dropped; the operator needs one line, not a traceback.
+            self.stderr.write("Interrupted: any open transaction was rolled back.")
+            sys.exit(130)
 
     def write_differences(
         self, differences: tuple[str, ...], stream: Any, *, warning: bool = False

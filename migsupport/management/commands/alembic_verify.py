@@ -1,0 +1,91 @@
+"""``manage.py alembic_verify``: the clean-database release check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from migsupport import api
+from migsupport.management.base import MigsupportCommand
+from migsupport.verify import DOWNGRADE, FAILED, PASSED, SKIPPED, UPDATED, UPGRADE
+
+# Checks that report a line per revision.
+_STEPPED = (UPGRADE, DOWNGRADE)
+
+
+class Command(MigsupportCommand):
+    help = (
+        "Verify the migration history on a scratch database beside --database, always dropped "
+        "afterwards: a single head, upgrade step by step (each revision twice), models equal "
+        "the DDL, downgrade step by step leaving no trace, upgrade again, a fresh ledger."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument("--json", action="store_true", help="Print a JSON report.")
+        parser.add_argument(
+            "--keep", action="store_true", help="Keep the scratch database, and print its URL."
+        )
+        parser.add_argument(
+            "--update-ledger",
+            action="store_true",
+            help="Rewrite alembic/ledger.json from this run instead of failing when it is stale.",
+        )
+
+    def run(self, *args: Any, **options: Any) -> None:
+        self.json = options["json"]
+        report = api.verify(
+            options["database"],
+            keep=options["keep"],
+            update_ledger=options["update_ledger"],
+            progress=None if self.json else self._progress,
+        )
+        if self.json:
+            self.stdout.write(json.dumps(report.to_dict(), indent=2))
+        else:
+            self._summary(report)
+        if not report.passed:
+            sys.exit(1)
+
+    def _progress(self, event: str, data: dict[str, Any]) -> None:
+        style = self.style
+        if event == "scratch":
+            kept = " (kept)" if data["keep"] else ""
+            self.stdout.write(style.MIGRATE_HEADING(f"Scratch database: {data['url']}{kept}"))
+        elif event == "check_start" and data["name"] in _STEPPED:
+            self.stdout.write(f"  {data['title']}:")
+        elif event == "revision" and self.verbosity >= 1:
+            if data["check"] == DOWNGRADE:
+                step = f"{data['revision']} -> {data['below']}"
+            else:
+                step = data["revision"]
+            outcome = style.SUCCESS("OK") if data["ok"] else style.ERROR("FAILED")
+            timing = f" ({data['seconds']:.3f}s)" if self.verbosity >= 2 else ""
+            self.stdout.write(f"    {step} {outcome}{timing}")
+        elif event == "check_end":
+            result = data["result"]
+            label = {
+                PASSED: style.SUCCESS("passed"),
+                FAILED: style.ERROR("FAILED"),
+                SKIPPED: style.WARNING("skipped"),
+                UPDATED: style.WARNING("ledger rewritten"),
+            }[result.status]
+            timing = f" ({result.seconds:.3f}s)" if self.verbosity >= 2 else ""
+            # A stepped check's title heads its revision lines already.
+            title = "    result" if result.name in _STEPPED and result.status != SKIPPED else (
+                f"  {result.title}"
+            )  # fmt: skip
+            self.stdout.write(f"{title}: {label}{timing}")
+            for problem in result.problems:
+                self.stdout.write(f"    - {problem}")
+
+    def _summary(self, report: Any) -> None:
+        failed = [c for c in report.checks if c.status == FAILED]
+        if report.passed:
+            self.stdout.write(self.style.SUCCESS(f"All {len(report.checks)} checks passed."))
+        else:
+            names = ", ".join(c.title for c in failed)
+            self.stderr.write(self.style.ERROR(f"Verification failed: {names}."))
