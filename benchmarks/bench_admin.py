@@ -1,0 +1,611 @@
+"""Benchmark: the admin pages at 1,000 and at 1,000,000 detected materials.
+
+Issue 6's goal: each of the unfiltered materials list, a filtered list (by
+category), a search (by name prefix) and a job page takes at most 2x as long
+at 1M rows as at 1k rows, with the same number of queries at both sizes.
+
+In one run it:
+
+1. creates two scratch PostgreSQL databases, ``bench_admin_<id>_small`` and
+   ``bench_admin_<id>_large``, and fills each the way a deploy would:
+   ``manage.py migrate``, ``manage.py alembic_upgrade``, then ``manage.py
+   load_demo_data --materials N --seed 1`` (1,000 and 1,000,000 by default);
+   the large one also gets one job with 10,000 materials, for the "big job"
+   row; then ``VACUUM ANALYZE``, as autovacuum would have done;
+2. serves, in this process, the project's admin at ``/admin/`` and, for
+   comparison, stock ``admin.ModelAdmin`` classes declaring the same list
+   columns, filters, search, date drill-down and inline at ``/plain/`` (on an
+   ``AdminSite`` of their own);
+3. requests every page through Django's test client (the whole middleware
+   stack: session, user, CSRF...), logged in as a superuser, on both
+   databases, interleaved, ``--repeat`` times after a warm-up, and counts
+   each page's queries;
+4. does that twice: first without the indexes in ``INDEXES``, dropping them if
+   the migrations already made them, then after creating them.
+
+It prints, per phase, page and admin: the median time at each size, the ratio
+large / small, and the query counts at both sizes; then whether the goal is
+met by the project's admin with the indexes. The extra rows (confidence
+filter, job status filter, a month of the date drill-down, the job list, a
+job with 10,000 materials) are reported but not part of the goal.
+
+Every scratch database is named ``bench_admin_...`` and dropped however the
+run ends, Ctrl-C and SIGTERM included.
+
+Run from the project root::
+
+    .venv/bin/python benchmarks/bench_admin.py [--repeat 5] [--large 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+PREFIX = "bench_admin_"
+GOAL_RATIO = 2.0
+BIG_JOB_MATERIALS = 10_000
+SEED = 1
+
+# The indexes the admin's pages need beyond the migrations' (name -> the
+# columns part of CREATE INDEX ... ON detected_materials). The first three
+# are what the goal's pages need (leave one out and its pages read the whole
+# table again); the last serves the confidence filter. See README.md.
+INDEXES: dict[str, str] = {
+    # The default order, -created_at (then -id), and the date drill-down.
+    "ix_detected_materials_created_at": "(created_at)",
+    # The category filter: its choices (a loose index scan) and its count.
+    "ix_detected_materials_category": "(category)",
+    # The name prefix search, LIKE 'prefix%', its count as an index-only scan.
+    "ix_detected_materials_material_name_pattern": "(material_name varchar_pattern_ops)",
+    # The confidence filter's count.
+    "ix_detected_materials_confidence": "(confidence)",
+}
+
+# Set by main() once Django is set up.
+urlpatterns: list[Any] = []
+
+
+# -- scratch databases ---------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+_signalled: list[int] = []
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    _signalled.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def checkpoint() -> None:
+    """Raise if a signal came in whose KeyboardInterrupt Python swallowed."""
+    if _signalled:
+        raise KeyboardInterrupt(f"signal {_signalled[0]}")
+
+
+def libpq_url(url: sa.URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class Databases:
+    """The scratch databases this run created; ``drop_all`` drops any left."""
+
+    def __init__(self, server: sa.URL) -> None:
+        self.server = server
+        self.run_id = uuid.uuid4().hex[:8]
+        self.created: list[str] = []
+
+    def execute(self, statement: str, database: str | None = None) -> None:
+        url = self.server if database is None else self.server.set(database=database)
+        with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+            connection.execute(statement)
+
+    def create(self, label: str) -> sa.URL:
+        checkpoint()
+        name = f"{PREFIX}{self.run_id}_{label}"
+        self.created.append(name)
+        self.execute(f'CREATE DATABASE "{name}"')
+        return self.server.set(database=name)
+
+    def drop_all(self) -> None:
+        """Drop every database still listed, with Ctrl-C and SIGTERM held off meanwhile."""
+        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for name in list(self.created):
+                self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                self.created.remove(name)
+        finally:
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+
+
+def manage(url: sa.URL, *args: str) -> None:
+    env = {**os.environ, "DATABASE_URL": libpq_url(url), "SECRET_KEY": "bench", "DEBUG": "false"}
+    completed = subprocess.run(
+        [sys.executable, str(PROJECT / "manage.py"), *args],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    checkpoint()
+    if completed.returncode != 0:
+        raise SystemExit(
+            f"manage.py {' '.join(args)} failed ({completed.returncode}):\n"
+            f"{completed.stdout}{completed.stderr}"
+        )
+
+
+def add_big_job(databases: Databases, database: str, materials: int) -> None:
+    """One completed job with ``materials`` materials, all at once: 90 s of detection."""
+    databases.execute(
+        f"""
+        WITH job AS (
+            INSERT INTO material_detection_jobs
+                (id, image_url, status, created_at, updated_at, completed_at, model_version)
+            VALUES (
+                gen_random_uuid(), 'https://images.example.com/sites/1/big.jpg', 'COMPLETED',
+                now() - interval '2 days 90 seconds', now() - interval '2 days',
+                now() - interval '2 days', 'matdet-2.4.0'
+            )
+            RETURNING id, completed_at
+        )
+        INSERT INTO detected_materials
+            (id, job_id, material_name, category, confidence, bounding_box, created_at)
+        SELECT
+            gen_random_uuid(), job.id,
+            (ARRAY['concrete', 'steel', 'glass', 'brick', 'timber'])[1 + i % 5],
+            (ARRAY['mineral', 'metal', 'mineral', 'mineral', 'wood'])[1 + i % 5],
+            round(random()::numeric, 4), '{{"x": 0.1, "y": 0.1, "w": 0.2, "h": 0.2}}',
+            job.completed_at
+        FROM job, generate_series(1, {int(materials)}) AS i
+        """,
+        database,
+    )
+
+
+def prepare(databases: Databases, label: str, materials: int, big_job: bool) -> sa.URL:
+    url = databases.create(label)
+    started = time.perf_counter()
+    log(f"[{url.database}] migrate, alembic_upgrade, load_demo_data --materials {materials:,}")
+    manage(url, "migrate", "--verbosity", "0")
+    manage(url, "alembic_upgrade")
+    manage(url, "load_demo_data", "--materials", str(materials), "--seed", str(SEED))
+    if big_job:
+        add_big_job(databases, url.database, BIG_JOB_MATERIALS)
+    databases.execute("VACUUM ANALYZE", url.database)
+    log(f"[{url.database}] ready in {time.perf_counter() - started:.0f}s")
+    return url
+
+
+def drop_indexes(databases: Databases, database: str) -> None:
+    for name in INDEXES:
+        databases.execute(f'DROP INDEX IF EXISTS "{name}"', database)
+    databases.execute("ANALYZE detected_materials", database)
+
+
+def create_indexes(databases: Databases, database: str, names: Sequence[str]) -> None:
+    for name in names:
+        databases.execute(
+            f'CREATE INDEX IF NOT EXISTS "{name}" ON detected_materials {INDEXES[name]}', database
+        )
+    databases.execute("VACUUM ANALYZE detected_materials", database)
+
+
+# -- Django, in this process -----------------------------------------------------------
+
+
+class SwitchRouter:
+    """Send every query to ``alias``: the admin pages run on one database at a time."""
+
+    alias = "small"
+
+    def db_for_read(self, model: Any, **hints: Any) -> str:
+        return self.alias
+
+    def db_for_write(self, model: Any, **hints: Any) -> str:
+        return self.alias
+
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool:
+        return True
+
+
+ROUTER = SwitchRouter()
+
+
+def setup_django(small: sa.URL, large: sa.URL) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ["SECRET_KEY"] = "bench"
+    os.environ["DEBUG"] = "false"
+    os.environ["DATABASE_URL"] = libpq_url(small)
+    from django.conf import settings
+
+    default = settings.DATABASES["default"]
+    settings.DATABASES = {
+        "default": default,
+        "small": {**default},
+        "large": {**default, "NAME": large.database},
+    }
+    settings.DATABASE_ROUTERS = [ROUTER]
+    settings.ROOT_URLCONF = __name__
+    settings.ALLOWED_HOSTS = ["testserver"]
+
+    import django
+
+    django.setup()
+
+    from django.contrib import admin
+    from django.urls import path
+
+    from materials.models import DetectedMaterial, MaterialDetectionJob
+
+    # Stock ModelAdmins declaring what the project's admin shows, and nothing
+    # of what makes it scale.
+    plain = admin.AdminSite(name="plain")
+
+    class PlainMaterialInline(admin.TabularInline):
+        model = DetectedMaterial
+
+    class PlainJobAdmin(admin.ModelAdmin):
+        list_display = ("id", "status", "created_at", "completed_at", "model_version")
+        list_filter = ("status",)
+        search_fields = ("=id",)
+        inlines = (PlainMaterialInline,)
+
+    class PlainMaterialAdmin(admin.ModelAdmin):
+        list_display = ("material_name", "category", "confidence", "job", "created_at")
+        list_filter = ("category", "job__status")
+        search_fields = ("^material_name",)
+        date_hierarchy = "created_at"
+
+    plain.register(MaterialDetectionJob, PlainJobAdmin)
+    plain.register(DetectedMaterial, PlainMaterialAdmin)
+    urlpatterns[:] = [path("admin/", admin.site.urls), path("plain/", plain.urls)]
+
+
+# -- measuring -----------------------------------------------------------------------
+
+ADMINS = {"ours": "/admin/", "default": "/plain/"}
+SIZES = ("small", "large")
+
+
+@dataclass
+class Page:
+    key: str
+    label: str
+    # size -> path under the admin's prefix
+    paths: dict[str, str]
+    goal: bool = False
+    # Measured this many times on the default admin at most (it can take long).
+    default_repeat: int | None = None
+
+
+@dataclass
+class Measurement:
+    times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    queries: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def median_ms(self, admin_key: str, size: str) -> float | None:
+        samples = self.times.get((admin_key, size))
+        return statistics.median(samples) * 1000 if samples else None
+
+
+def pick_pages() -> list[Page]:
+    """The pages to measure, with the ids and dates of each database's rows."""
+    from django.db import connections
+
+    per_size: dict[str, dict[str, Any]] = {}
+    for size in SIZES:
+        with connections[size].cursor() as cursor:
+            # A job with the average 4 materials, so both sizes show alike.
+            cursor.execute(
+                "SELECT job_id FROM detected_materials GROUP BY job_id "
+                "HAVING COUNT(*) = 4 ORDER BY job_id LIMIT 1"
+            )
+            (job_id,) = cursor.fetchone()
+            cursor.execute("SELECT MAX(created_at) FROM detected_materials")
+            (latest,) = cursor.fetchone()
+            per_size[size] = {"job": job_id, "latest": latest}
+        if size == "large":
+            with connections[size].cursor() as cursor:
+                cursor.execute(
+                    "SELECT job_id FROM detected_materials GROUP BY job_id "
+                    "HAVING COUNT(*) >= %s LIMIT 1",
+                    [BIG_JOB_MATERIALS],
+                )
+                found = cursor.fetchone()
+                per_size[size]["big_job"] = found[0] if found else None
+
+    materials = "materials/detectedmaterial/"
+
+    def month(size: str) -> str:
+        latest = per_size[size]["latest"]
+        return f"{materials}?created_at__year={latest.year}&created_at__month={latest.month}"
+
+    pages = [
+        Page("list", "materials list", {s: materials for s in SIZES}, goal=True),
+        Page("category", "category=metal", {s: f"{materials}?category=metal" for s in SIZES}, True),
+        Page("search", "search q=steel", {s: f"{materials}?q=steel" for s in SIZES}, goal=True),
+        Page(
+            "job",
+            "job page (4 materials)",
+            {s: f"materials/materialdetectionjob/{per_size[s]['job']}/change/" for s in SIZES},
+            goal=True,
+        ),
+        Page(
+            "confidence",
+            "confidence >= 0.95",
+            {s: f"{materials}?confidence=0.95-1" for s in SIZES},
+        ),
+        Page(
+            "status",
+            "job status=FAILED",
+            {s: f"{materials}?job__status__exact=FAILED" for s in SIZES},
+        ),
+        Page("month", "date drill-down: month", {s: month(s) for s in SIZES}),
+        Page("jobs", "job list", {s: "materials/materialdetectionjob/" for s in SIZES}),
+    ]
+    big_job = per_size["large"].get("big_job")
+    if big_job:
+        pages.append(
+            Page(
+                "big_job",
+                f"job page ({BIG_JOB_MATERIALS:,} materials)",
+                {"large": f"materials/materialdetectionjob/{big_job}/change/"},
+                default_repeat=1,
+            )
+        )
+    return pages
+
+
+def admin_path(page: Page, admin_key: str, size: str) -> str:
+    path = page.paths[size]
+    if admin_key == "default" and page.key == "confidence":
+        # The stock admin has no range filter; the same rows by a lookup.
+        path = path.replace("confidence=0.95-1", "confidence__gte=0.95")
+    return ADMINS[admin_key] + path
+
+
+def make_clients() -> dict[str, Any]:
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    clients = {}
+    for size in SIZES:
+        ROUTER.alias = size
+        user, _ = User.objects.get_or_create(
+            username="bench", defaults={"is_staff": True, "is_superuser": True}
+        )
+        client = Client()
+        client.force_login(user)
+        clients[size] = client
+    return clients
+
+
+def request(clients: dict[str, Any], size: str, path: str) -> tuple[float, int]:
+    """GET ``path`` on the ``size`` database; return the seconds and the query count."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    ROUTER.alias = size
+    gc.collect()
+    checkpoint()
+    # Capturing only appends each query's SQL to a list: far below the noise.
+    with CaptureQueriesContext(connections[size]) as captured:
+        started = time.perf_counter()
+        response = clients[size].get(path)
+        seconds = time.perf_counter() - started
+    checkpoint()
+    if response.status_code != 200:
+        raise SystemExit(f"GET {path} on {size}: HTTP {response.status_code}")
+    return seconds, len(captured)
+
+
+def measure(pages: Sequence[Page], clients: dict[str, Any], repeat: int) -> dict[str, Measurement]:
+    results = {page.key: Measurement() for page in pages}
+
+    def runs(page: Page, admin_key: str) -> int:
+        limit = page.default_repeat if admin_key == "default" else None
+        return repeat if limit is None else min(repeat, limit)
+
+    # One warm-up request per page, admin and size (content types and other
+    # per-database caches fill on the first), except for the pages measured
+    # only once: they would take as long again.
+    for page in pages:
+        for admin_key in ADMINS:
+            if runs(page, admin_key) == repeat:
+                for size in page.paths:
+                    request(clients, size, admin_path(page, admin_key, size))
+    for turn in range(repeat):
+        log(f"  repeat {turn + 1}/{repeat}")
+        for page in pages:
+            for admin_key in ADMINS:
+                if turn >= runs(page, admin_key):
+                    continue
+                sizes = list(page.paths)
+                # Alternate which size goes first, so that drift hits both alike.
+                for size in sizes if turn % 2 == 0 else sizes[::-1]:
+                    seconds, queries = request(clients, size, admin_path(page, admin_key, size))
+                    result = results[page.key]
+                    result.times.setdefault((admin_key, size), []).append(seconds)
+                    counted = result.queries.setdefault((admin_key, size), queries)
+                    if counted != queries:
+                        log(
+                            f"  note: {page.label} ({admin_key}, {size}): "
+                            f"{counted} queries, then {queries}"
+                        )
+    return results
+
+
+# -- the report -----------------------------------------------------------------------
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def print_phase(
+    title: str, pages: Sequence[Page], results: dict[str, Measurement], sizes: dict[str, int]
+) -> None:
+    small, large = f"{sizes['small']:,}", f"{sizes['large']:,}"
+    print(f"\n{title}")
+    header = (
+        f"{'page':<28} {'admin':<8} {small + ' (ms)':>12} {large + ' (ms)':>14} "
+        f"{'ratio':>7} {'queries':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for page in pages:
+        measurement = results[page.key]
+        for admin_key in ADMINS:
+            t_small = measurement.median_ms(admin_key, "small")
+            t_large = measurement.median_ms(admin_key, "large")
+            ratio = f"{t_large / t_small:.2f}" if t_small and t_large else "-"
+            q_small = measurement.queries.get((admin_key, "small"), "-")
+            q_large = measurement.queries.get((admin_key, "large"), "-")
+            label = (page.label + (" *" if page.goal else "")) if admin_key == "ours" else ""
+            print(
+                f"{label:<28} {admin_key:<8} {fmt_ms(t_small):>12} {fmt_ms(t_large):>14} "
+                f"{ratio:>7} {f'{q_small}/{q_large}':>9}"
+            )
+
+
+def verdict(pages: Sequence[Page], results: dict[str, Measurement]) -> bool:
+    met = True
+    for page in pages:
+        if not page.goal:
+            continue
+        measurement = results[page.key]
+        t_small = measurement.median_ms("ours", "small")
+        t_large = measurement.median_ms("ours", "large")
+        ratio = t_large / t_small if t_small and t_large else float("inf")
+        same = measurement.queries["ours", "small"] == measurement.queries["ours", "large"]
+        if ratio > GOAL_RATIO or not same:
+            met = False
+            print(f"  {page.label}: ratio {ratio:.2f}, queries constant: {same}")
+    return met
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=1_000, help="materials in the small database")
+    parser.add_argument(
+        "--large", type=int, default=1_000_000, help="materials in the large database"
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="timed repeats (default 5)")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("TEST_DATABASE_URL", DEFAULT_SERVER),
+        help="PostgreSQL server to create the scratch databases on "
+        "(default: $TEST_DATABASE_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--indexes",
+        default=",".join(INDEXES),
+        help="comma-separated names from INDEXES to create for the second phase "
+        "(default: all of them)",
+    )
+    parser.add_argument(
+        "--only-with-indexes",
+        action="store_true",
+        help="skip the phase without the indexes",
+    )
+    args = parser.parse_args(argv)
+    args.index_names = [name for name in args.indexes.split(",") if name]
+    unknown = set(args.index_names) - set(INDEXES)
+    if unknown:
+        parser.error(f"unknown indexes {sorted(unknown)}; known: {sorted(INDEXES)}")
+    if args.repeat < 1 or args.small < 1 or args.large < 1:
+        parser.error("--repeat, --small and --large must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    server = sa.make_url(args.server).set(drivername="postgresql")
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    databases = Databases(server)
+    sizes = {"small": args.small, "large": args.large}
+    phases: list[tuple[str, list[Page], dict[str, Measurement]]] = []
+    django_ready = False
+    try:
+        small = prepare(databases, "small", args.small, big_job=False)
+        large = prepare(databases, "large", args.large, big_job=True)
+        setup_django(small, large)
+        django_ready = True
+        clients = make_clients()
+        pages = pick_pages()
+        steps: list[tuple[str, Callable[[str], None]]] = []
+        if not args.only_with_indexes:
+            steps.append(
+                (
+                    "Without the indexes (the migrations' own only)",
+                    lambda database: drop_indexes(databases, database),
+                )
+            )
+        steps.append(
+            (
+                f"With the indexes: {', '.join(args.index_names)}",
+                lambda database: create_indexes(databases, database, args.index_names),
+            )
+        )
+        for title, apply in steps:
+            log(title)
+            from django.db import connections
+
+            for size, url in (("small", small), ("large", large)):
+                connections[size].close()
+                apply(url.database)
+            phases.append((title, pages, measure(pages, clients, args.repeat)))
+    except KeyboardInterrupt:
+        log("interrupted; dropping the scratch databases")
+        interrupted = True
+    else:
+        interrupted = False
+    finally:
+        if django_ready:
+            from django.db import connections
+
+            connections.close_all()
+        databases.drop_all()
+
+    print(
+        f"Admin pages at {args.small:,} and {args.large:,} detected materials "
+        f"(median of {args.repeat} interleaved repeats; ratio = large / small; "
+        f"* = the goal's pages)"
+    )
+    for title, pages, results in phases:
+        print_phase(title, pages, results, sizes)
+    if phases:
+        title, pages, results = phases[-1]
+        print(f"\nGoal (ours, {title.lower()}): ratio <= {GOAL_RATIO:g}, queries constant")
+        print("  met" if verdict(pages, results) else "  MISSED")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

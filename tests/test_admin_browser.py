@@ -1,0 +1,196 @@
+"""The admin, end to end, in a real headless Chromium.
+
+Debian's ``chromium`` package (``/usr/bin/chromium``) driven by Playwright's
+Python package; nothing is downloaded at run time (no ``playwright install``).
+Without the browser or the package this skips, loudly; under ``CI=true`` it
+fails instead, since CI must run it (``.ci/run`` installs Chromium).
+
+The screenshots go to ``test-output/`` at the project's root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+from django.utils import timezone
+
+from materials.models import DetectedMaterial, JobStatus, MaterialDetectionJob
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+PASSWORD = "correct-horse-battery-staple"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true but the browser test cannot run: {reason}", pytrace=False)
+    pytest.skip(f"SKIPPED BROWSER TEST: {reason} (CI=true makes this a failure)")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium from Debian's package, or a loud skip (a failure under CI)."""
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} not found; install Debian's package: apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -r requirements.txt)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def rows(transactional_db: None) -> Iterator[dict[str, Any]]:
+    """Two completed jobs with their materials, and a viewer allowed to see them.
+
+    The domain tables are Alembic's, not Django's: a transactional test's
+    flush leaves them alone, so the rows are deleted here afterwards.
+    """
+    started = timezone.now() - timedelta(minutes=5)
+    steel_job = MaterialDetectionJob.objects.create(
+        status=JobStatus.COMPLETED,
+        image_url="https://images.example.com/a.jpg",
+        created_at=started,
+        completed_at=started + timedelta(seconds=12.34),
+        model_version="matdet-2.4.0",
+    )
+    glass_job = MaterialDetectionJob.objects.create(
+        status=JobStatus.COMPLETED,
+        image_url="https://images.example.com/b.jpg",
+        created_at=started + timedelta(minutes=1),
+        completed_at=started + timedelta(minutes=1, seconds=75),
+        model_version="matdet-2.4.0",
+    )
+    try:
+        for job, name, category, confidence in (
+            (steel_job, "steel beam", "metal", 0.97),
+            (steel_job, "stainless steel", "metal", 0.91),
+            (steel_job, "concrete slab", "mineral", 0.88),
+            (glass_job, "steel rebar", "metal", 0.72),
+            (glass_job, "glass pane", "mineral", 0.64),
+        ):
+            DetectedMaterial.objects.create(
+                job=job, material_name=name, category=category, confidence=confidence
+            )
+        viewer = User.objects.create_user("viewer", password=PASSWORD, is_staff=True)
+        viewer.user_permissions.add(
+            *Permission.objects.filter(
+                codename__in=["view_detectedmaterial", "view_materialdetectionjob"]
+            )
+        )
+        yield {"steel_job": steel_job, "glass_job": glass_job}
+    finally:
+        jobs = [steel_job.pk, glass_job.pk]
+        DetectedMaterial.objects.filter(job__in=jobs).delete()
+        MaterialDetectionJob.objects.filter(pk__in=jobs).delete()
+
+
+def listed(page: Any) -> list[str]:
+    return page.locator("#result_list tbody th.field-material_name").all_inner_texts()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_browse_filter_search_and_open_a_job(
+    rows: dict[str, Any], live_server: Any, browser: Any
+) -> None:
+    # The rows come first: Playwright's sync API runs an event loop in this
+    # thread, and Django refuses database calls while one runs.
+    from playwright.sync_api import expect
+
+    OUTPUT.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(20_000)
+
+    # 1. Log in: the admin sends an anonymous visitor to its login form.
+    page.goto(f"{live_server.url}/admin/")
+    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/admin/$"))
+    page.fill("#id_username", "viewer")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page).to_have_url(f"{live_server.url}/admin/")
+
+    # 2. The detected-materials list, from the admin's index.
+    page.get_by_role("link", name="Detected materials", exact=True).first.click()
+    expect(page).to_have_url(
+        f"{live_server.url}{reverse('admin:materials_detectedmaterial_changelist')}"
+    )
+    expect(page.locator("#result_list tbody tr")).to_have_count(5)
+    expect(page.locator("p.paginator")).to_contain_text("5 detected materials")
+    page.screenshot(path=str(OUTPUT / "admin-materials-list.png"), full_page=True)
+
+    # 3. Filter by category.
+    page.locator("#changelist-filter").get_by_role("link", name="metal", exact=True).click()
+    expect(page).to_have_url(re.compile(r"\?category=metal$"))
+    expect(page.locator("#result_list tbody tr")).to_have_count(3)
+    assert sorted(listed(page)) == ["stainless steel", "steel beam", "steel rebar"]
+
+    # 4. Search by name prefix, within the filter.
+    page.fill("#searchbar", "steel")
+    page.press("#searchbar", "Enter")
+    expect(page).to_have_url(re.compile(r"q=steel"))
+    expect(page).to_have_url(re.compile(r"category=metal"))
+    expect(page.locator("#result_list tbody tr")).to_have_count(2)
+    assert sorted(listed(page)) == ["steel beam", "steel rebar"]
+    page.screenshot(path=str(OUTPUT / "admin-materials-search.png"), full_page=True)
+
+    # 5. Open a job from its material's row and see its materials inline.
+    row = page.locator("#result_list tbody tr", has_text="steel beam")
+    expect(row.locator(".job-status-completed")).to_have_text("Completed")
+    row.locator("td.field-job_link a").click()
+    job = rows["steel_job"]
+    expect(page).to_have_url(
+        f"{live_server.url}{reverse('admin:materials_materialdetectionjob_change', args=[job.pk])}"
+    )
+    inline = page.locator(".inline-group")
+    expect(inline.locator("h2")).to_have_text("Detected materials (top 50 by confidence)")
+    inline_names = inline.locator("td.field-material_name").all_inner_texts()
+    assert inline_names == ["steel beam", "stainless steel", "concrete slab"]
+    summary = page.locator("table.material-summary")
+    summary_rows = summary.locator("tbody tr")
+    expect(summary_rows).to_have_count(3)
+    expect(summary_rows.nth(0).locator("td")).to_have_text(["metal", "2", "0.940"])
+    expect(summary_rows.nth(1).locator("td")).to_have_text(["mineral", "1", "0.880"])
+    expect(summary_rows.nth(2).locator("td")).to_have_text(["all", "3", "0.920"])
+    expect(page.get_by_role("link", name="View all 3 detected materials")).to_be_visible()
+    expect(page.locator(".field-duration .readonly")).to_have_text("12.3 s")
+
+    # 6. The screenshot.
+    path = OUTPUT / "admin-job-page.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+    # And the job list: status badges, material counts, durations.
+    page.locator(".breadcrumbs").get_by_role("link", name="Detection jobs").click()
+    jobs = page.locator("#result_list tbody tr")
+    expect(jobs).to_have_count(2)
+    # Newest first: the glass job, then the steel job.
+    expect(jobs.nth(0).locator("td.field-material_count")).to_have_text("2")
+    expect(jobs.nth(0).locator("td.field-duration")).to_have_text("1 min 15 s")
+    expect(jobs.nth(1).locator("td.field-material_count")).to_have_text("3")
+    expect(jobs.nth(1).locator("td.field-duration")).to_have_text("12.3 s")
+    expect(jobs.locator(".job-status-completed")).to_have_count(2)
+    page.screenshot(path=str(OUTPUT / "admin-job-list.png"), full_page=True)
