@@ -74,6 +74,17 @@ class DetectedMaterial(models.Model):
             Index(fields=["job"], name="ix_detected_materials_job_id"),
             Index(fields=["material_name"], name="ix_detected_materials_material_name"),
             Index(fields=["job", "confidence"], name="ix_detected_materials_job_id_confidence"),
+            # Added by revision 3d5f8a9b2c41, for the admin at production scale:
+            # the default order and date drill-down, the category and
+            # confidence filters, and the name prefix search (LIKE 'x%').
+            Index(fields=["created_at"], name="ix_detected_materials_created_at"),
+            Index(fields=["category"], name="ix_detected_materials_category"),
+            Index(fields=["confidence"], name="ix_detected_materials_confidence"),
+            Index(
+                fields=["material_name"],
+                opclasses=["varchar_pattern_ops"],
+                name="ix_detected_materials_material_name_pattern",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -197,11 +197,7 @@ def _column(model: type[models.Model], field: models.Field) -> sa.Column:
 
 
 def _index(model: type[models.Model], index: models.Index, table: sa.Table) -> sa.Index:
-    unsupported = [
-        attr
-        for attr in ("expressions", "condition", "include", "opclasses")
-        if getattr(index, attr)
-    ]
+    unsupported = [attr for attr in ("expressions", "condition", "include") if getattr(index, attr)]
     if unsupported:
         raise UnmappableField(
             _label(model),
@@ -212,8 +208,14 @@ def _index(model: type[models.Model], index: models.Index, table: sa.Table) -> s
     for name in index.fields:
         column = table.c[model._meta.get_field(name.lstrip("-")).column]
         elements.append(column.desc() if name.startswith("-") else column)
+    # Operator classes exist on PostgreSQL only; other dialects ignore them.
+    ops = {
+        model._meta.get_field(name.lstrip("-")).column: opclass
+        for name, opclass in zip(index.fields, index.opclasses, strict=False)
+    }
+    kwargs = {"postgresql_ops": ops} if ops else {}
     # Built from the table's own columns, the index attaches itself to it.
-    return sa.Index(index.name, *elements)
+    return sa.Index(index.name, *elements, **kwargs)
 
 
 def _table(metadata: sa.MetaData, model: type[models.Model]) -> sa.Table:

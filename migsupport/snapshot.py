@@ -141,16 +141,26 @@ def _table_shape(
         ),
         "unique": sorted(list(uq["column_names"]) for uq in uniques),
         "indexes": {
-            index["name"]: {
-                # An expression's slot in column_names is None; its text is in expressions.
-                "columns": [str(c) for c in index.get("expressions") or index["column_names"]],
-                "unique": bool(index["unique"]),
-            }
+            index["name"]: _index_shape(index)
             for index in indexes
             # The index behind a unique constraint is the constraint itself.
             if not index.get("duplicates_constraint")
         },
     }
+
+
+def _index_shape(index: Mapping[str, Any]) -> dict[str, Any]:
+    shape: dict[str, Any] = {
+        # An expression's slot in column_names is None; its text is in expressions.
+        "columns": [str(c) for c in index.get("expressions") or index["column_names"]],
+        "unique": bool(index["unique"]),
+    }
+    # Only non-default operator classes are reported (PostgreSQL), so an
+    # index without any keeps the shape it always had.
+    ops = (index.get("dialect_options") or {}).get("postgresql_ops")
+    if ops:
+        shape["opclasses"] = {str(k): v for k, v in sorted(ops.items())}
+    return shape
 
 
 def _referred_table(fk: Mapping[str, Any], schema: str | None) -> str:
@@ -261,7 +271,9 @@ def _compare_foreign_keys(
 
 def _index_text(table: str, index: Mapping[str, Any]) -> str:
     unique = "unique " if index["unique"] else ""
-    return f"{unique}on {table} ({', '.join(index['columns'])})"
+    ops = index.get("opclasses") or {}
+    columns = ", ".join(f"{c} {ops[c]}" if c in ops else c for c in index["columns"])
+    return f"{unique}on {table} ({columns})"
 
 
 def _compare_indexes(table: str, live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:

@@ -30,7 +30,8 @@ from tests.migrate import run
 from tests.test_production_schema import load_production_schema
 
 BASELINE = "b662310f1380"
-HEAD = "7c1d2e3f4a5b"
+SECOND = "7c1d2e3f4a5b"
+HEAD = "3d5f8a9b2c41"
 UNKNOWN = "0123456789ab"
 BRANCH = "aaaa00000001"
 MERGE = "bbbb00000002"
@@ -38,17 +39,25 @@ DRIFT_INDEX = "ix_detected_materials_material_name"
 DOMAIN_TABLES = ("detected_materials", "material_detection_jobs")
 
 APPLY_BASELINE = "  Applying b662310f1380 (Baseline: the deployed schema.)... OK"
-APPLY_HEAD = (
+APPLY_SECOND = (
     "  Applying 7c1d2e3f4a5b (Cancelled jobs, the model version, and an index for a job's "
     "best materials.)... OK"
 )
+APPLY_HEAD = (
+    "  Applying 3d5f8a9b2c41 (Indexes for browsing detected materials at production scale.)... OK"
+)
 
-# What revision 7c1d2e3f4a5b adds, as a DBA would have typed it by hand.
+# What revisions 7c1d2e3f4a5b and 3d5f8a9b2c41 add, as a DBA would have typed it by hand.
 HEAD_CHANGES_DDL = (
     "ALTER TYPE jobstatus ADD VALUE 'CANCELLED' AFTER 'FAILED'",
     "ALTER TABLE material_detection_jobs ADD COLUMN model_version VARCHAR(64)",
     "CREATE INDEX ix_detected_materials_job_id_confidence "
     "ON detected_materials (job_id, confidence)",
+    "CREATE INDEX ix_detected_materials_created_at ON detected_materials (created_at)",
+    "CREATE INDEX ix_detected_materials_category ON detected_materials (category)",
+    "CREATE INDEX ix_detected_materials_confidence ON detected_materials (confidence)",
+    "CREATE INDEX ix_detected_materials_material_name_pattern "
+    "ON detected_materials (material_name varchar_pattern_ops)",
 )
 
 STATES = (
@@ -284,7 +293,8 @@ def add_branch(copy: ProjectCopy) -> None:
         copy,
         BRANCH,
         BASELINE,
-        'op.create_index("ix_detected_materials_category", "detected_materials", ["category"])',
+        'op.create_index("ix_detected_materials_branch", "detected_materials", '
+        '["category", "confidence"])',
     )
 
 

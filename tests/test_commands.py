@@ -18,18 +18,33 @@ def test_alembic_upgrade_applies_every_revision_and_reports_each(database_url, e
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
+    assert len(lines) == 5, lines
     assert lines[0] == "State: empty"
     assert lines[1].startswith("  Applying b662310f1380 (Baseline: the deployed schema.)... OK (")
     assert lines[2].startswith("  Applying 7c1d2e3f4a5b (")
-    assert lines[3] == (
-        f"Upgraded {shown(database_url)} to 7c1d2e3f4a5b; the schema equals that revision."
+    assert lines[3].startswith(
+        "  Applying 3d5f8a9b2c41 (Indexes for browsing detected materials at production "
+        "scale.)... OK ("
+    )
+    assert lines[4] == (
+        f"Upgraded {shown(database_url)} to 3d5f8a9b2c41; the schema equals that revision."
     )
     with engine.connect() as connection:
         assert connection.scalar(sa.text("SELECT version_num FROM alembic_version")) == (
-            "7c1d2e3f4a5b"
+            "3d5f8a9b2c41"
         )
+        inspector = sa.inspect(connection)
         assert "model_version" in {
-            c["name"] for c in sa.inspect(connection).get_columns("material_detection_jobs")
+            c["name"] for c in inspector.get_columns("material_detection_jobs")
+        }
+        assert {i["name"] for i in inspector.get_indexes("detected_materials")} == {
+            "ix_detected_materials_job_id",
+            "ix_detected_materials_material_name",
+            "ix_detected_materials_job_id_confidence",
+            "ix_detected_materials_created_at",
+            "ix_detected_materials_category",
+            "ix_detected_materials_confidence",
+            "ix_detected_materials_material_name_pattern",
         }
 
 
@@ -53,7 +68,7 @@ def test_alembic_upgrade_at_head_is_a_no_op(database_url, engine):
     result = manage("alembic_upgrade", database_url=database_url)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (f"No revisions to apply: {shown(database_url)} is at 7c1d2e3f4a5b.\n")
+    assert result.stdout == (f"No revisions to apply: {shown(database_url)} is at 3d5f8a9b2c41.\n")
     assert catalog(engine) == before
 
 
@@ -62,7 +77,7 @@ def test_alembic_upgrade_refuses_an_unknown_revision_in_one_line(database_url, e
 
     assert result.returncode == 1
     assert result.stderr == (
-        "CommandError: unknown revision 'deadbeef'; the known heads are: 7c1d2e3f4a5b\n"
+        "CommandError: unknown revision 'deadbeef'; the known heads are: 3d5f8a9b2c41\n"
     )
     with engine.connect() as connection:
         assert sa.inspect(connection).get_table_names() == []

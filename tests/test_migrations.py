@@ -6,9 +6,12 @@ import pytest
 import sqlalchemy as sa
 
 from migsupport.api import script_directory
+from migsupport.engine import create_engine
 from migsupport.exceptions import EnumValueInUse
+from migsupport.snapshot import compare, take_snapshot
 from tests.catalog import catalog, table_rows
 from tests.migrate import run
+from tests.states import BASELINE, HEAD, SECOND
 
 JOB = "00000000-0000-0000-0000-000000000001"
 
@@ -19,7 +22,7 @@ def revisions() -> list[str]:
 
 
 def test_history_is_a_single_chain_from_the_baseline():
-    assert revisions() == ["b662310f1380", "7c1d2e3f4a5b"]
+    assert revisions() == ["b662310f1380", "7c1d2e3f4a5b", "3d5f8a9b2c41"]
 
 
 def test_every_revision_upgrades_downgrades_and_upgrades_again(engine):
@@ -65,7 +68,8 @@ def _insert_job(engine: sa.Engine, status: str) -> None:
 
 
 def test_downgrade_refuses_while_a_job_is_cancelled_and_changes_nothing(engine):
-    run(engine, "upgrade", "head")
+    # The revision that added the label; each revision runs in its own transaction.
+    run(engine, "upgrade", SECOND)
     _insert_job(engine, "CANCELLED")
     before = catalog(engine)
 
@@ -88,7 +92,7 @@ def test_downgrade_keeps_jobs_that_are_not_cancelled(engine):
     _insert_job(engine, "FAILED")
     rows = table_rows(engine, "material_detection_jobs")
 
-    run(engine, "downgrade", "-1")
+    assert run(engine, "downgrade", BASELINE) == (BASELINE,)
 
     # The model_version column is gone; every other value is kept.
     assert [row[:7] for row in table_rows(engine, "material_detection_jobs")] == [
@@ -99,9 +103,78 @@ def test_downgrade_keeps_jobs_that_are_not_cancelled(engine):
 @pytest.mark.postgresql
 def test_downgrade_removes_the_cancelled_label_on_postgresql(pg_engine):
     run(pg_engine, "upgrade", "head")
-    run(pg_engine, "downgrade", "-1")
+    assert run(pg_engine, "downgrade", BASELINE) == (BASELINE,)
     with pg_engine.connect() as connection:
         labels = connection.scalars(
             sa.text("SELECT unnest(enum_range(NULL::jobstatus))::text")
         ).all()
     assert labels == ["PENDING", "PROCESSING", "COMPLETED", "FAILED"]
+
+
+PATTERN_INDEX = "ix_detected_materials_material_name_pattern"
+
+
+@pytest.mark.postgresql
+def test_head_builds_the_name_pattern_index_with_its_operator_class(pg_engine):
+    assert run(pg_engine, "upgrade", "head") == (HEAD,)
+    with pg_engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT schemaname, indexdef FROM pg_indexes "
+                "WHERE tablename = 'detected_materials' AND indexname = :name"
+            ),
+            {"name": PATTERN_INDEX},
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        (
+            "public",
+            f"CREATE INDEX {PATTERN_INDEX} ON public.detected_materials "
+            "USING btree (material_name varchar_pattern_ops)",
+        )
+    ]
+
+
+@pytest.mark.postgresql
+def test_snapshot_reports_the_name_pattern_index_without_its_operator_class(pg_engine):
+    run(pg_engine, "upgrade", "head")
+    with pg_engine.connect() as connection:
+        expected = take_snapshot(connection)
+    assert expected.tables["detected_materials"]["indexes"][PATTERN_INDEX] == {
+        "columns": ["material_name"],
+        "unique": False,
+        "opclasses": {"material_name": "varchar_pattern_ops"},
+    }
+    # The same index, recreated by hand without its operator class.
+    with pg_engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP INDEX {PATTERN_INDEX}")
+        connection.exec_driver_sql(
+            f"CREATE INDEX {PATTERN_INDEX} ON detected_materials (material_name)"
+        )
+    with pg_engine.connect() as connection:
+        live = take_snapshot(connection)
+
+    assert live != expected
+    assert compare(live, expected) == [
+        f"index {PATTERN_INDEX}: on detected_materials (material_name), "
+        "expected on detected_materials (material_name varchar_pattern_ops)"
+    ]
+    assert compare(expected, live) == [
+        f"index {PATTERN_INDEX}: on detected_materials (material_name varchar_pattern_ops), "
+        "expected on detected_materials (material_name)"
+    ]
+
+
+def test_sqlite_builds_the_name_pattern_index_plain(sqlite_url):
+    engine = create_engine(sqlite_url)
+    try:
+        run(engine, "upgrade", "head")
+        with engine.connect() as connection:
+            (sql,) = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+                (PATTERN_INDEX,),
+            ).scalars()
+            shape = take_snapshot(connection).tables["detected_materials"]["indexes"]
+    finally:
+        engine.dispose()
+    assert sql == f"CREATE INDEX {PATTERN_INDEX} ON detected_materials (material_name)"
+    assert shape[PATTERN_INDEX] == {"columns": ["material_name"], "unique": False}

@@ -27,6 +27,7 @@ from tests.states import (
     BRANCH,
     HEAD,
     MERGE,
+    SECOND,
     UNKNOWN,
     ProjectCopy,
     add_branch,
@@ -72,7 +73,7 @@ def test_empty_database_is_empty_with_every_revision_pending(engine):
         state="empty",
         current=None,
         head=HEAD,
-        pending=(BASELINE, HEAD),
+        pending=(BASELINE, SECOND, HEAD),
         matches=None,
         nearest=None,
         differences=(),
@@ -103,7 +104,7 @@ def test_production_schema_without_version_is_unversioned_matching_the_baseline(
         state="unversioned",
         current=None,
         head=HEAD,
-        pending=(HEAD,),
+        pending=(SECOND, HEAD),
         matches=BASELINE,
         nearest=None,
         differences=(),
@@ -126,7 +127,7 @@ def test_baseline_schema_without_version_is_unversioned_matching_the_baseline(
         state="unversioned",
         current=None,
         head=HEAD,
-        pending=(HEAD,),
+        pending=(SECOND, HEAD),
         matches=BASELINE,
         schema_source="ledger",
     )
@@ -170,7 +171,7 @@ def test_versioned_at_the_baseline_is_behind_with_the_head_pending(engine):
         state="behind",
         current=BASELINE,
         head=HEAD,
-        pending=(HEAD,),
+        pending=(SECOND, HEAD),
         matches=None,
         nearest=None,
         differences=(),
@@ -236,7 +237,11 @@ def test_head_schema_recorded_at_the_baseline_is_drifted_not_behind(engine):
     )
     assert state_of(engine) == drifted(
         *enum,
+        "index ix_detected_materials_category is unexpected",
+        "index ix_detected_materials_confidence is unexpected",
+        "index ix_detected_materials_created_at is unexpected",
         "index ix_detected_materials_job_id_confidence is unexpected",
+        "index ix_detected_materials_material_name_pattern is unexpected",
         "table material_detection_jobs: unexpected column model_version",
         current=BASELINE,
     )
@@ -356,6 +361,22 @@ def test_index_made_unique_is_reported(at_head):
     assert state_of(at_head) == drifted(
         "index ix_detected_materials_material_name: unique on detected_materials "
         "(material_name), expected on detected_materials (material_name)"
+    )
+
+
+@pytest.mark.postgresql
+def test_index_without_its_operator_class_is_reported(pg_engine):
+    run(pg_engine, "upgrade", HEAD)
+    execute(
+        pg_engine,
+        "DROP INDEX ix_detected_materials_material_name_pattern",
+        "CREATE INDEX ix_detected_materials_material_name_pattern "
+        "ON detected_materials (material_name)",
+    )
+
+    assert state_of(pg_engine) == drifted(
+        "index ix_detected_materials_material_name_pattern: on detected_materials "
+        "(material_name), expected on detected_materials (material_name varchar_pattern_ops)"
     )
 
 
@@ -631,7 +652,11 @@ def test_same_named_tables_in_another_schema_leave_public_empty(pg_engine):
     _fill_other_schema(pg_engine)
 
     assert state_of(pg_engine) == StateReport(
-        state="empty", current=None, head=HEAD, pending=(BASELINE, HEAD), schema_source="none"
+        state="empty",
+        current=None,
+        head=HEAD,
+        pending=(BASELINE, SECOND, HEAD),
+        schema_source="none",
     )
 
 
@@ -749,7 +774,7 @@ def test_edited_script_makes_the_ledger_stale_and_the_state_comes_from_a_replay(
         state="behind",
         current=BASELINE,
         head=HEAD,
-        pending=(HEAD,),
+        pending=(SECOND, HEAD),
         matches=None,
         nearest=None,
         differences=(),
@@ -819,6 +844,7 @@ def test_ledger_without_this_dialects_schema_is_stale(engine, copied):
 
     assert raised.value.reasons == [
         f"revision {BASELINE} has no recorded {dialect} schema",
+        f"revision {SECOND} has no recorded {dialect} schema",
         f"revision {HEAD} has no recorded {dialect} schema",
     ]
 
@@ -829,7 +855,7 @@ def test_changed_down_revision_makes_the_ledger_stale(engine, copied):
     report = state_of(engine, config=copied.config)
 
     assert report.ledger_problems == (
-        f"revision {HEAD}'s down_revision is {BASELINE}, the ledger says None",
+        f"revision {HEAD}'s down_revision is {SECOND}, the ledger says None",
     )
 
 

@@ -34,11 +34,13 @@ from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
 from tests.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
+    APPLY_SECOND,
     BASELINE,
     DOMAIN_TABLES,
     DRIFT_INDEX,
     DRIFTS,
     HEAD,
+    SECOND,
     STATES,
     UNKNOWN,
     Batch,
@@ -80,11 +82,12 @@ def expected_outcome(state: str, url: URL) -> tuple[int, str, str, str]:
     where = shown(url)
     upgraded = f"Upgraded {where} to {HEAD}; the schema equals that revision."
     outcomes = {
-        "empty": (0, [APPLY_BASELINE, APPLY_HEAD, upgraded], "", "head"),
+        "empty": (0, [APPLY_BASELINE, APPLY_SECOND, APPLY_HEAD, upgraded], "", "head"),
         "unversioned_at_baseline": (
             0,
             [
                 f"  Baselined at {BASELINE}: the live schema equals that revision.",
+                APPLY_SECOND,
                 APPLY_HEAD,
                 upgraded,
             ],
@@ -100,7 +103,7 @@ def expected_outcome(state: str, url: URL) -> tuple[int, str, str, str]:
             "",
             "unchanged",
         ),
-        "behind": (0, [APPLY_HEAD, upgraded], "", "head"),
+        "behind": (0, [APPLY_SECOND, APPLY_HEAD, upgraded], "", "head"),
         "up_to_date": (0, [f"No revisions to apply: {where} is at {HEAD}."], "", "unchanged"),
         "drifted": (
             1,
@@ -223,6 +226,7 @@ def assert_production_upgrade(url: URL, engine: Engine, head_catalog: HeadCatalo
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
         "  Baselined at b662310f1380: the live schema equals that revision.",
+        APPLY_SECOND,
         APPLY_HEAD,
         f"Upgraded {shown(url)} to {HEAD}; the schema equals that revision.",
     ]
@@ -362,14 +366,26 @@ def test_plan_prints_the_baseline_and_revisions_and_changes_nothing(state, datab
     header = f"Plan for default: {shown(database_url)}"
     if state == "empty":
         expected = [header, "  State:    empty", "  Current:  (none)", "  Apply:"]
-        expected += [f"    {BASELINE}", f"    {HEAD}"]
+        expected += [f"    {BASELINE}", f"    {SECOND}", f"    {HEAD}"]
     else:
         expected = [header, "  State:    unversioned", "  Current:  (none)"]
         expected += [f"  Baseline: {BASELINE} (the live schema equals that revision)"]
-        expected += ["  Apply:", f"    {HEAD}"]
+        expected += ["  Apply:", f"    {SECOND}", f"    {HEAD}"]
     assert result.stdout.splitlines() == expected
     assert catalog(engine) == before
     assert versions(engine) is None
+
+
+# The indexes revision 3d5f8a9b2c41 adds, as --sql prints them on PostgreSQL.
+HEAD_INDEXES_SQL = (
+    "CREATE INDEX IF NOT EXISTS ix_detected_materials_created_at "
+    "ON detected_materials (created_at);",
+    "CREATE INDEX IF NOT EXISTS ix_detected_materials_category ON detected_materials (category);",
+    "CREATE INDEX IF NOT EXISTS ix_detected_materials_confidence "
+    "ON detected_materials (confidence);",
+    "CREATE INDEX IF NOT EXISTS ix_detected_materials_material_name_pattern "
+    "ON detected_materials (material_name varchar_pattern_ops);",
+)
 
 
 @pytest.mark.postgresql
@@ -386,11 +402,16 @@ def test_sql_from_empty_prints_every_revisions_ddl_and_changes_nothing(pg_url, p
         f"INSERT INTO alembic_version (version_num) VALUES ('{BASELINE}')",
         "ALTER TYPE jobstatus ADD VALUE IF NOT EXISTS 'CANCELLED' AFTER 'FAILED';",
         "ALTER TABLE material_detection_jobs ADD COLUMN IF NOT EXISTS model_version VARCHAR(64);",
-        f"UPDATE alembic_version SET version_num='{HEAD}' "
+        "CREATE INDEX IF NOT EXISTS ix_detected_materials_job_id_confidence "
+        "ON detected_materials (job_id, confidence);",
+        f"UPDATE alembic_version SET version_num='{SECOND}' "
         f"WHERE alembic_version.version_num = '{BASELINE}';",
+        *HEAD_INDEXES_SQL,
+        f"UPDATE alembic_version SET version_num='{HEAD}' "
+        f"WHERE alembic_version.version_num = '{SECOND}';",
     ):
         assert statement in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 2  # one transaction per revision
+    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 3  # one transaction per revision
     with pg_engine.connect() as connection:
         assert sa.inspect(connection).get_table_names() == []
 
@@ -407,8 +428,12 @@ def test_sql_over_the_production_schema_records_the_baseline_then_upgrades(pg_ur
     assert sql.startswith(f"-- Baseline: the live schema equals {BASELINE}; record it.\n")
     assert f"INSERT INTO alembic_version (version_num) VALUES ('{BASELINE}')" in sql
     assert "CREATE TABLE IF NOT EXISTS material_detection_jobs" not in sql
-    assert f"-- Running upgrade {BASELINE} -> {HEAD}" in sql
+    assert f"-- Running upgrade {BASELINE} -> {SECOND}" in sql
     assert "ADD COLUMN IF NOT EXISTS model_version VARCHAR(64);" in sql
+    assert f"-- Running upgrade {SECOND} -> {HEAD}" in sql
+    for statement in HEAD_INDEXES_SQL:
+        assert statement in sql
+    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 3  # the baseline, then each revision
     assert catalog(pg_engine) == before
     assert versions(pg_engine) is None
 
@@ -428,9 +453,9 @@ def test_json_prints_the_summary_of_what_was_done(sqlite_url):
     assert summary["database"] == "default"
     assert summary["url"] == shown(database_url)
     assert (summary["state"], summary["current"], summary["target"]) == ("unversioned", None, HEAD)
-    assert (summary["baseline"], summary["revisions"]) == (BASELINE, [HEAD])
-    assert [item["revision"] for item in summary["applied"]] == [HEAD]
-    assert summary["applied"][0]["seconds"] >= 0
+    assert (summary["baseline"], summary["revisions"]) == (BASELINE, [SECOND, HEAD])
+    assert [item["revision"] for item in summary["applied"]] == [SECOND, HEAD]
+    assert all(item["seconds"] >= 0 for item in summary["applied"])
     assert (summary["after"], summary["backup"], summary["dry_run"]) == (HEAD, None, False)
     assert summary["differences"] == []
     assert versions(engine) == [HEAD]
@@ -751,7 +776,11 @@ def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
     failed = manage("alembic_upgrade", database_url=database_url, **copy.env)
 
     assert failed.returncode == 1
-    assert failed.stdout.splitlines() == [APPLY_HEAD, f"  Applying {THIRD} ({THIRD_DOC})..."]
+    assert failed.stdout.splitlines() == [
+        APPLY_SECOND,
+        APPLY_HEAD,
+        f"  Applying {THIRD} ({THIRD_DOC})...",
+    ]
     (line,) = failed.stderr.splitlines()
     duplicate = (
         'could not create unique index "ux_detected_materials_job_material"'
@@ -762,7 +791,7 @@ def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
         f"CommandError: revision {THIRD} failed and was rolled back; the database stays at "
         f"{HEAD}: {duplicate}"
     )
-    # The revision's first step (the column) went with it; the one before stayed.
+    # The revision's first step (the column) went with it; the ones before stayed.
     assert versions(engine) == [HEAD]
     assert catalog(engine) == head_catalog(engine)
     assert "verified" not in columns_of(engine, "detected_materials")
@@ -784,7 +813,8 @@ def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
 # this database disagree on the schema the revision produces.
 DATA_DEPENDENT_BODY = (
     'if op.get_bind().exec_driver_sql("SELECT count(*) FROM detected_materials").scalar():\n'
-    '    op.create_index("ix_detected_materials_category", "detected_materials", ["category"])\n'
+    '    op.create_index("ix_detected_materials_bounding_box", "detected_materials",\n'
+    '                    ["bounding_box"])\n'
 )
 
 
@@ -802,14 +832,14 @@ def test_a_result_that_differs_from_the_target_schema_is_reported_as_an_error(sq
     assert result.stderr == refusal(
         f"the upgrade to {THIRD} finished, but the database records {THIRD} and its schema "
         "differs from that revision",
-        "index ix_detected_materials_category is unexpected",
+        "index ix_detected_materials_bounding_box is unexpected",
     )
     engine.dispose()
 
 
 def test_an_ambiguous_prefix_is_refused_naming_the_candidates(sqlite_url, tmp_path):
     copy = project_copy(tmp_path / "project")
-    other = "7c99aa000000"
+    other = "7c99aa000000"  # shares "7c" with SECOND
     write_third_revision(copy, "", revision=other)
 
     result = manage("alembic_upgrade", "7c", database_url=sqlite_url, **copy.env)
@@ -818,7 +848,7 @@ def test_an_ambiguous_prefix_is_refused_naming_the_candidates(sqlite_url, tmp_pa
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith("CommandError: ")
-    assert "'7c'" in line and HEAD in line and other in line
+    assert "'7c'" in line and SECOND in line and other in line
     assert line.endswith(f"; the known heads are: {other}")
     assert not Path(sqlite_url.database).exists()
 

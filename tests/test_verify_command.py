@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL
 
 from tests.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
 from tests.conftest import PROJECT, _admin_execute
-from tests.states import BASELINE, HEAD
+from tests.states import BASELINE, HEAD, SECOND
 
 SCRATCH_PREFIX = "migsupport_scratch_"
 SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}[0-9a-f]{{16}}")
@@ -72,11 +72,13 @@ PASSED_LINES = (
     SCRATCH,
     "  upgrade from empty to head, one revision at a time:",
     f"    {BASELINE} OK",
+    f"    {SECOND} OK",
     f"    {HEAD} OK",
     "    result: passed",
     "  models equal the DDL at head: passed",
     "  downgrade to base, one revision at a time, leaving no trace:",
-    f"    {HEAD} -> {BASELINE} OK",
+    f"    {HEAD} -> {SECOND} OK",
+    f"    {SECOND} -> {BASELINE} OK",
     f"    {BASELINE} -> base OK",
     "    result: passed",
     "  upgrade to head again: passed",
@@ -662,6 +664,7 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
         f"Scratch database: {shown(pg_server.set(database=scratch))}",
         "  upgrade from empty to head, one revision at a time:",
         f"    {BASELINE} OK",
+        f"    {SECOND} OK",
         f"    {HEAD} OK",
     ]
     assert scratch not in left
