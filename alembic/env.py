@@ -29,7 +29,7 @@ import alembic_postgresql_enum  # noqa: F401  (compares ENUM labels in autogener
 logging.getLogger("alembic.alembic_postgresql_enum").setLevel(logging.ERROR)
 
 from migsupport import conf  # noqa: E402
-from migsupport.bridge import include_name, include_object, target_metadata  # noqa: E402
+from migsupport.bridge import comparison_options, target_metadata  # noqa: E402
 from migsupport.engine import engine_for_alias, url_for_alias  # noqa: E402
 
 config = context.config
@@ -48,10 +48,7 @@ alias = config.attributes.get("database") or context.get_x_argument(as_dictionar
 def _options(dialect_name: str) -> dict:
     options = {
         "target_metadata": target_metadata(),
-        "include_name": include_name,
-        "include_object": include_object,
-        "compare_type": True,
-        "compare_server_default": True,
+        **comparison_options(),
         "render_as_batch": dialect_name == "sqlite",
         # migsupport.engine gives SQLite transactional DDL; Alembic assumes
         # it has none unless told.

@@ -248,6 +248,28 @@ def _emit(progress: Progress | None, event: str, **data: Any) -> None:
         progress(event, data)
 
 
+def _prepare(database: str, revision: str, command_name: str) -> tuple[_Knowledge, str, sa.Engine]:
+    """Resolve ``revision`` and open what a guarded command needs, before connecting."""
+    config = alembic_config(database=database)
+    scripts = script_directory(config)
+    target = resolve_revision(scripts, revision)
+    single_head(scripts)
+    engine = engine_for_alias(database, application_name=f"migsupport {command_name}")
+    return _Knowledge(config, engine.url, replay=True), target, engine
+
+
+def _deploy_lock(
+    connection: sa.Connection, database: str, timeout: float, progress: Progress | None
+) -> contextlib.AbstractContextManager[None]:
+    """Return the deploy lock of ``database``, reporting a wait through ``progress``."""
+    return deploy_lock(
+        connection,
+        name=f"{conf.version_table()}:{database}",
+        timeout=timeout,
+        on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
+    )
+
+
 def upgrade(
     revision: str = "head",
     *,
@@ -268,13 +290,9 @@ def upgrade(
     Each revision runs in its own transaction, and the result is checked
     against the target's schema. ``plan`` and ``sql`` change nothing.
     """
-    config = alembic_config(database=database)
-    scripts = script_directory(config)
-    target = resolve_revision(scripts, revision)
-    single_head(scripts)
-    engine = engine_for_alias(database, application_name="migsupport alembic_upgrade")
+    knowledge, target, engine = _prepare(database, revision, "alembic_upgrade")
+    scripts = knowledge.scripts
     url = safe_url(engine.url)
-    knowledge = _Knowledge(config, engine.url, replay=True)
     try:
         with engine.connect() as connection:
             if plan or sql:
@@ -294,13 +312,7 @@ def upgrade(
                 if sql:
                     result = dataclasses.replace(result, sql=_offline_sql(database, decided))
                 return result
-            lock = deploy_lock(
-                connection,
-                name=f"{conf.version_table()}:{database}",
-                timeout=lock_timeout,
-                on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
-            )
-            with lock:
+            with _deploy_lock(connection, database, lock_timeout, progress):
                 _emit(progress, "lock_acquired")
                 return _guarded_upgrade(
                     connection, knowledge, database, url, target, baseline, backup_dir, progress
@@ -442,24 +454,15 @@ def stamp(
     for ``revision`` (``base``: no Alembic-owned objects). Without proof it
     raises :class:`SchemaDrift` and writes nothing, unless ``force``.
     """
-    config = alembic_config(database=database)
-    scripts = script_directory(config)
-    target = resolve_revision(scripts, revision)
-    single_head(scripts)
-    engine = engine_for_alias(database, application_name="migsupport alembic_stamp")
+    knowledge, target, engine = _prepare(database, revision, "alembic_stamp")
     url = safe_url(engine.url)
-    knowledge = _Knowledge(config, engine.url, replay=True)
     try:
         with engine.connect() as connection:
+            # --plan only reads: it takes no lock.
             lock = (
                 contextlib.nullcontext()
                 if plan
-                else deploy_lock(
-                    connection,
-                    name=f"{conf.version_table()}:{database}",
-                    timeout=lock_timeout,
-                    on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
-                )
+                else _deploy_lock(connection, database, lock_timeout, progress)
             )
             with lock:
                 current = recorded_versions(connection)

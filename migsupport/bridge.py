@@ -95,6 +95,20 @@ def include_object(
     return True
 
 
+def comparison_options() -> dict[str, Any]:
+    """Return the options under which Alembic compares the models with a database.
+
+    One set for ``env.py``'s autogenerate, ``alembic_verify`` and the tests:
+    types and server defaults compared, Django's tables never seen.
+    """
+    return {
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_name": include_name,
+        "include_object": include_object,
+    }
+
+
 def _column_type(model: type[models.Model], field: models.Field) -> sa.types.TypeEngine:
     if isinstance(field, EnumField):
         return sa.Enum(

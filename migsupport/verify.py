@@ -154,15 +154,7 @@ def model_differences(connection: sa.Connection) -> list[str]:
     has no model, using Alembic's ``compare_metadata`` plus ENUM labels.
     """
     metadata = bridge.build_metadata()
-    context = MigrationContext.configure(
-        connection,
-        opts={
-            "compare_type": True,
-            "compare_server_default": True,
-            "include_name": bridge.include_name,
-            "include_object": bridge.include_object,
-        },
-    )
+    context = MigrationContext.configure(connection, opts=bridge.comparison_options())
     fields = _fields_by_column()
     problems = [_describe(diff, fields) for diff in _flatten(compare_metadata(context, metadata))]
     problems = [p for p in problems if p]

@@ -22,15 +22,7 @@ from tests.migrate import run
 
 def _diffs(engine: sa.Engine, metadata: sa.MetaData) -> list:
     with engine.connect() as connection:
-        context = MigrationContext.configure(
-            connection,
-            opts={
-                "compare_type": True,
-                "compare_server_default": True,
-                "include_name": bridge.include_name,
-                "include_object": bridge.include_object,
-            },
-        )
+        context = MigrationContext.configure(connection, opts=bridge.comparison_options())
         return compare_metadata(context, metadata)
 
 
