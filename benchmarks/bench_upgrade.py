@@ -47,7 +47,7 @@ def drop_database(server: sa.URL, url: sa.URL) -> None:
         connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
-def _env(url: sa.URL) -> dict[str, str]:
+def django_environment(url: sa.URL) -> dict[str, str]:
     environ = dict(os.environ)
     environ.pop("DJANGO_SETTINGS_MODULE", None)
     environ["SECRET_KEY"] = "benchmark"
@@ -61,7 +61,7 @@ RAW = [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"]
 
 def timed(argv: list[str], url: sa.URL) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, cwd=PROJECT, env=_env(url), check=True, capture_output=True)
+    subprocess.run(argv, cwd=PROJECT, env=django_environment(url), check=True, capture_output=True)
     return time.perf_counter() - started
 
 

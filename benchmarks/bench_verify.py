@@ -39,16 +39,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+# The same scratch databases and subprocess environment as the upgrade benchmark.
+from benchmarks.bench_upgrade import create_database, django_environment, drop_database  # noqa: E402
+
 DEFAULT_SERVER = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-PREFIX = "migsupport_bench_"
 GOAL = 3.0
 # What a copy of the project needs to run manage.py and alembic.
 TREE = ("manage.py", "alembic.ini", "config", "materials", "migsupport", "alembic")
@@ -78,34 +82,12 @@ def downgrade():
 '''
 
 
-def _admin(server: sa.URL) -> sa.Engine:
-    return sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-
-
-def create_database(server: sa.URL) -> sa.URL:
-    name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
-    with _admin(server).connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    return server.set(database=name)
-
-
-def drop_database(server: sa.URL, url: sa.URL) -> None:
-    with _admin(server).connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-
-
-def _env(url: sa.URL) -> dict[str, str]:
-    environ = dict(os.environ)
-    environ.pop("DJANGO_SETTINGS_MODULE", None)
-    environ["SECRET_KEY"] = "benchmark"
-    environ["DATABASE_URL"] = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return environ
-
-
 def timed(argv: list[str], url: sa.URL, root: Path) -> tuple[float, str]:
     """Run ``argv`` from the project ``root`` on ``url``; return its wall time and stdout."""
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=root, env=_env(url), capture_output=True, text=True)
+    done = subprocess.run(
+        argv, cwd=root, env=django_environment(url), capture_output=True, text=True
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv[1:])} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
