@@ -7,7 +7,9 @@ so a fresh checkout works at once; PostgreSQL is the production target.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -75,8 +77,88 @@ TEMPLATES = [
 WSGI_APPLICATION = "config.wsgi.application"
 ASGI_APPLICATION = "config.asgi.application"
 
+# The URL schemes Django and migsupport both handle: PostgreSQL and SQLite.
+DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite")
+
+
+def _masked(url: str) -> str:
+    """Return ``url`` with the password, if any, replaced by ``***``.
+
+    It works on text that may not even parse, so it masks rather too much
+    than too little: everything between the first ``:`` of the user part
+    and the last ``@``.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{separator}{user}:***@{host}"
+
+
+def _database_url_problem(url: str) -> str | None:
+    """Return why ``url`` cannot be DATABASE_URL, or None when it looks usable."""
+    if not url.strip():
+        return "is empty; set a postgresql:// or sqlite:// URL, or unset it to use db.sqlite3"
+    scheme, separator, _ = url.partition("://")
+    if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        return "is not a URL; expected postgresql://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
+    if scheme.lower() not in DATABASE_SCHEMES:
+        return (
+            f"uses the scheme {scheme!r}; this project supports PostgreSQL and SQLite only "
+            f"({', '.join(s + '://' for s in DATABASE_SCHEMES)})"
+        )
+    if scheme.lower() == "sqlite":
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        return f"is malformed: {exc}"
+    if "," not in parts.netloc:  # a multi-host URL is left to django-environ
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            return (
+                "is malformed: the port is not a number from 0 to 65535 (percent-encode any "
+                "@ : / # ? in the user name or password)"
+            )
+    if not parts.path.strip("/"):
+        return "names no database; expected postgresql://USER:PASSWORD@HOST:PORT/NAME"
+    return None
+
+
+def _password(url: str) -> str | None:
+    """Return the password part of ``url``, parsed leniently, to keep it out of messages."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    return userinfo.split(":", 1)[1] or None if ":" in userinfo else None
+
+
+def _database_from_url(url: str) -> dict:
+    """Return Django's DATABASES entry for ``url``, or raise one clear ImproperlyConfigured.
+
+    The URL is shown with its password masked, whatever is wrong with it.
+    """
+    problem = _database_url_problem(url)
+    if problem is None:
+        try:
+            config = env.db_url_config(url)
+        except (ValueError, KeyError, ImproperlyConfigured) as exc:
+            detail, password = str(exc), _password(url)
+            problem = f"is malformed: {detail.replace(password, '***') if password else detail}"
+        else:
+            if config.get("ENGINE"):
+                return config
+            problem = "is malformed: it names no database engine"
+    shown = f" {_masked(url)}" if url.strip() else ""
+    raise ImproperlyConfigured(" ".join(f"DATABASE_URL{shown} {problem}".split()))
+
+
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": _database_from_url(
+        env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Alembic migrates the test database over a connection of its own, so it

@@ -28,11 +28,19 @@ from migsupport.backup import backup
 from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
 from migsupport.engine import engine_for_alias, safe_url, url_for_alias
 from migsupport.exceptions import MigsupportError, SchemaDrift
-from migsupport.history import replay_schemas
+from migsupport.history import load_scripts, migrate, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
 from migsupport.locking import deploy_lock
 from migsupport.snapshot import Snapshot, compare, take_snapshot
-from migsupport.state import StateReport, classify, known_schemas, recorded_versions, single_head
+from migsupport.state import (
+    StateReport,
+    classify,
+    known_schemas,
+    recorded_versions,
+    refuse_if_elsewhere,
+    shown_version,
+    single_head,
+)
 from migsupport.verify import VerifyReport
 from migsupport.verify import verify as run_verification
 
@@ -123,8 +131,8 @@ def alembic_config(
 
 
 def script_directory(config: Config | None = None) -> ScriptDirectory:
-    """Return the project's revision scripts."""
-    return ScriptDirectory.from_config(config or alembic_config())
+    """Return the project's revision scripts, loaded (:class:`ScriptError` if one cannot be)."""
+    return load_scripts(config or alembic_config())
 
 
 def current_heads(connection: sa.Connection) -> tuple[str, ...]:
@@ -209,6 +217,7 @@ def status(database: str = DEFAULT_DB_ALIAS, *, replay: bool = True) -> StatusRe
     engine = engine_for_alias(database, application_name="migsupport alembic_status")
     try:
         with engine.connect() as connection:
+            _read_one_snapshot(connection)
             report = inspect_state(
                 connection, config=alembic_config(database=database), replay=replay
             )
@@ -217,6 +226,20 @@ def status(database: str = DEFAULT_DB_ALIAS, *, replay: bool = True) -> StatusRe
     finally:
         engine.dispose()
     return StatusResult(database=database, url=safe_url(engine.url), report=report)
+
+
+def _read_one_snapshot(connection: sa.Connection) -> None:
+    """Make a lock-free reader see the database as of one moment.
+
+    Without the deploy lock, a deploy may commit revisions while the state is
+    read; under PostgreSQL's default READ COMMITTED each query would see the
+    latest commit, so the version could come from before a revision and the
+    tables from after it, which looks like drift. One REPEATABLE READ,
+    read-only transaction sees every commit whole or not at all, and cannot
+    write. (SQLite's transaction already reads one snapshot.)
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
 
 def _require_existing_sqlite_file(database: str) -> None:
@@ -297,6 +320,7 @@ def upgrade(
         with engine.connect() as connection:
             if plan or sql:
                 # Read-only paths take no lock: they never write.
+                _read_one_snapshot(connection)
                 report = knowledge.classify(connection)
                 decided = plan_upgrade(report, scripts, target, baseline=baseline)
                 result = UpgradeResult(
@@ -380,49 +404,82 @@ def _apply(
     decided: UpgradePlan,
     progress: Progress | None,
 ) -> list[AppliedRevision]:
-    """Apply the planned revisions, one transaction each; name the one that fails."""
-    applied: list[AppliedRevision] = []
-    clock = [time.perf_counter()]
-    pending = list(decided.revisions)
+    """Apply the planned revisions, one transaction each; name the one that fails.
 
-    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-        now = time.perf_counter()
-        script = scripts.get_revision(step.up_revision_id)
+    A revision is reported applied only once its transaction has committed,
+    so whatever the output says is applied is in the database.
+    """
+    applied: list[AppliedRevision] = []
+    # Alembic calls this just before the revision's COMMIT.
+    committing = [False]
+
+    def on_version_apply(**_: Any) -> None:
+        committing[0] = True
+
+    config = alembic_config(
+        database=database, connection=connection, on_version_apply=on_version_apply
+    )
+    if connection.in_transaction():
+        connection.commit()  # each revision begins its own transaction
+    for revision in decided.revisions:
+        script = scripts.get_revision(revision)
+        _emit(progress, "apply_start", revision=script)
+        started = time.perf_counter()
+        committing[0] = False
+        try:
+            migrate(config, scripts, "upgrade", revision)
+            connection.commit()
+        except Exception as exc:
+            lost = _connection_lost(exc, connection)
+            # A dead connection cannot roll back; the server already has.
+            with contextlib.suppress(sa.exc.DBAPIError):
+                if connection.in_transaction():
+                    connection.rollback()
+            last = applied[-1].revision if applied else (decided.start or "base")
+            raise MigrationFailed(
+                _failure_message(exc, revision, last, lost=lost, committing=committing[0])
+            ) from exc
         item = AppliedRevision(
             revision=script.revision,
             down_revision=script.down_revision,
             doc=script.doc,
-            seconds=now - clock[0],
+            seconds=time.perf_counter() - started,
         )
-        clock[0] = now
         applied.append(item)
-        pending.remove(script.revision)
         _emit(progress, "apply_success", revision=item)
-        if pending:
-            _emit(progress, "apply_start", revision=scripts.get_revision(pending[0]))
-
-    if pending:
-        _emit(progress, "apply_start", revision=scripts.get_revision(pending[0]))
-    config = alembic_config(
-        database=database, connection=connection, on_version_apply=on_version_apply
-    )
-    clock[0] = time.perf_counter()
-    try:
-        command.upgrade(config, decided.target)
-        connection.commit()
-    except Exception as exc:
-        if connection.in_transaction():
-            connection.rollback()
-        failing = pending[0] if pending else decided.target
-        if isinstance(exc, sa.exc.DBAPIError):
-            detail = _database_error(exc)
-        else:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        last = applied[-1].revision if applied else (decided.start or "base")
-        raise MigrationFailed(
-            f"revision {failing} failed and was rolled back; the database stays at {last}: {detail}"
-        ) from exc
     return applied
+
+
+def _connection_lost(exc: BaseException, connection: sa.Connection) -> bool:
+    """Return whether ``exc`` means the connection to the server is gone."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    # 57P0x: the server ended the session (pg_terminate_backend, shutdown);
+    # 08xxx: the connection failed.
+    return (
+        exc.connection_invalidated or connection.invalidated or sqlstate.startswith(("57P0", "08"))
+    )
+
+
+def _failure_message(
+    exc: BaseException, revision: str, last: str, *, lost: bool, committing: bool
+) -> str:
+    """Say which revision failed, where the database stands, and why."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        detail = _database_error(exc)
+    else:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if lost and committing:
+        # The COMMIT was sent; whether the server ran it is unknown.
+        return (
+            f"the connection to the database was lost while revision {revision} was being "
+            f"committed ({detail}); the database is at {last} or {revision}: rerun the "
+            "upgrade, which resumes from the revision the database records"
+        )
+    if lost:
+        detail = f"the connection to the database was lost ({detail})"
+    return f"revision {revision} failed and was rolled back; the database stays at {last}: {detail}"
 
 
 def _offline_sql(database: str, decided: UpgradePlan) -> str:
@@ -459,6 +516,8 @@ def stamp(
     try:
         with engine.connect() as connection:
             # --plan only reads: it takes no lock.
+            if plan:
+                _read_one_snapshot(connection)
             lock = (
                 contextlib.nullcontext()
                 if plan
@@ -467,6 +526,7 @@ def stamp(
             with lock:
                 current = recorded_versions(connection)
                 live = take_snapshot(connection)
+                refuse_if_elsewhere(connection, live, current)
                 connection.rollback()
                 expected = (
                     Snapshot()
@@ -478,7 +538,7 @@ def stamp(
                     database=database,
                     url=url,
                     target=target,
-                    current=",".join(current) or None,
+                    current=",".join(map(shown_version, current)) or None,
                     proven=not differences,
                     differences=differences,
                     stamped=False,
@@ -586,6 +646,7 @@ def verify(
     schemas are replayed as well when ``database`` is not SQLite.
     """
     url = url_for_alias(database)
+    script_directory()  # a script that cannot be loaded fails here, in one line
 
     def sqlite_schemas() -> dict[str, dict[str, Snapshot]]:
         if url.get_backend_name() == "sqlite":

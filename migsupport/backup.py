@@ -82,7 +82,9 @@ def backup(connection: sa.Connection, directory: Path, version: str | None) -> P
         **{k: v for k, v in url.query.items() if isinstance(v, str)},
     }
     conninfo = make_conninfo(**{k: v for k, v in params.items() if v is not None})
-    environ = dict(os.environ)
+    # The password goes to pg_dump in PGPASSWORD alone: not on its command
+    # line, where any user could read it, nor as the DATABASE_URL it inherits.
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     if url.password:
         environ["PGPASSWORD"] = str(url.password)
     result = subprocess.run(

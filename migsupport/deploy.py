@@ -38,6 +38,14 @@ def resolve_revision(scripts: ScriptDirectory, revision: str) -> str:
         detail = str(exc.__cause__ or exc)  # the cause keeps "Multiple revisions start with"
         if "Can't locate revision" in detail or "No such revision" in detail:
             detail = None
+        elif detail.startswith("Multiple revisions start with"):
+            # Alembic names three candidates at most, quoted and followed by "...".
+            candidates = [
+                s.revision for s in scripts.walk_revisions() if s.revision.startswith(revision)
+            ]
+            detail = (
+                f"the prefix {revision!r} is ambiguous: it matches {', '.join(sorted(candidates))}"
+            )
         raise UnknownRevision(revision, heads, detail) from exc
     if script is None:
         raise UnknownRevision(revision, heads)
@@ -75,12 +83,15 @@ def plan_upgrade(
             report.differences,
         )
     if report.state == UNKNOWN_REVISION:
-        raise Refused(
-            f"refused: alembic_version records {report.current}, which no revision script "
-            "defines (a newer release migrated this database, or a revision was deleted); "
-            "nothing was changed",
-            report.differences,
+        # The first difference says what is wrong with the recorded versions.
+        reason = (
+            report.differences[0]
+            if report.differences
+            else f"alembic_version records {report.current}, which no revision script defines"
         )
+        if reason.endswith("which no revision script defines"):
+            reason += " (a newer release migrated this database, or a revision was deleted)"
+        raise Refused(f"refused: {reason}; nothing was changed", report.differences)
     if report.state == UNVERSIONED and report.matches is None:
         raise SchemaDrift(
             "refused: no version is recorded, and the schema equals no revision "

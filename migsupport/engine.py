@@ -16,6 +16,10 @@ from sqlalchemy.pool import NullPool
 
 from migsupport.exceptions import ConfigurationError
 
+# Seconds to wait for a PostgreSQL connection, unless the URL sets
+# ``connect_timeout`` itself (``?connect_timeout=N`` in DATABASE_URL).
+CONNECT_TIMEOUT = 10
+
 _DRIVERS = {
     "postgresql": "postgresql+psycopg",
     "sqlite": "sqlite",
@@ -68,15 +72,22 @@ def create_engine(url: URL | str, *, application_name: str | None = None) -> Eng
 
     ``NullPool``: each operation holds one connection for its whole life (lock,
     checks, stamp, upgrade) and closes it, so no pooled session keeps a lock.
-    On SQLite, the driver's own transaction handling is switched off and
-    SQLAlchemy emits ``BEGIN`` itself, so a failing revision's DDL rolls back
-    instead of being half-applied (the recipe from SQLAlchemy's SQLite notes).
+    On PostgreSQL, connecting gives up after ``CONNECT_TIMEOUT`` seconds
+    unless the URL says otherwise. On SQLite, the driver's own transaction
+    handling is switched off and SQLAlchemy emits ``BEGIN`` itself, so a
+    failing revision's DDL rolls back instead of being half-applied (the
+    recipe from SQLAlchemy's SQLite notes).
     """
     url = sa.make_url(url)
     connect_args: dict[str, Any] = {}
-    if application_name and url.get_backend_name() == "postgresql":
-        # Shown in pg_stat_activity, so a lock's holder can be named.
-        connect_args["application_name"] = application_name
+    if url.get_backend_name() == "postgresql":
+        if application_name:
+            # Shown in pg_stat_activity, so a lock's holder can be named.
+            connect_args["application_name"] = application_name
+        if "connect_timeout" not in url.query:
+            # A host that never answers would otherwise hold a deploy for
+            # minutes (the operating system's TCP timeout) before failing.
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT
     engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
 

@@ -95,3 +95,11 @@ class SchemaDrift(Refused):
 
 class BackupFailed(MigsupportError):
     """The backup could not be written; nothing was changed."""
+
+
+class ScriptError(MigsupportError):
+    """A revision script cannot be loaded: a syntax error, a failing import, a broken chain."""
+
+
+class ReplayFailed(MigsupportError):
+    """A revision failed while the history was replayed on a scratch database."""

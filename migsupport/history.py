@@ -3,16 +3,74 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine
+from migsupport.exceptions import MigsupportError, ReplayFailed, ScriptError
 from migsupport.ledger import revision_order
 from migsupport.scratch import scratch_database
 from migsupport.snapshot import Snapshot, take_snapshot
+
+
+def load_scripts(config: Config) -> ScriptDirectory:
+    """Return the revision scripts of ``config``, every one of them loaded.
+
+    Alembic loads the scripts lazily, on the first question about the
+    history; here they are loaded at once, so a script that cannot be loaded
+    is reported as a :class:`ScriptError` naming the file, before anything
+    else happens.
+    """
+    scripts = ScriptDirectory.from_config(config)
+    try:
+        scripts.get_heads()
+    except SyntaxError as exc:
+        raise ScriptError(
+            f"revision script {exc.filename} has a syntax error at line {exc.lineno}: {exc.msg}"
+        ) from exc
+    except (AlembicCommandError, RevisionError) as exc:
+        raise ScriptError(f"the revision scripts are inconsistent: {_first_line(exc)}") from exc
+    except Exception as exc:
+        where = _failing_script(exc, scripts)
+        raise ScriptError(
+            f"revision script {where or scripts.versions} failed to load: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    return scripts
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _failing_script(exc: BaseException, scripts: ScriptDirectory) -> str | None:
+    """Return the revision script (and line) where ``exc`` was raised, if it was in one."""
+    folders = [Path(folder).resolve() for folder in scripts._version_locations]
+    found = None
+    frame = exc.__traceback__
+    while frame is not None:
+        path = Path(frame.tb_frame.f_code.co_filename)
+        if path.suffix == ".py" and any(path.resolve().is_relative_to(f) for f in folders):
+            found = f"{path} (line {frame.tb_lineno})"
+        frame = frame.tb_next
+    return found
+
+
+def _replay_failure(exc: Exception, scripts: ScriptDirectory, revision: str) -> str:
+    """Say which revision failed on the scratch database, where, and why."""
+    where = _failing_script(exc, scripts)
+    detail = _first_line(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    return (
+        f"replaying the history on a scratch database failed at revision {revision}"
+        f"{f' in {where}' if where else ''}: {type(getattr(exc, 'orig', None) or exc).__name__}: "
+        f"{detail}"
+    )
 
 
 def migrate(config: Config, scripts: ScriptDirectory, action: str, destination: str) -> None:
@@ -47,7 +105,7 @@ def replay_schemas(
     Return the snapshot taken after each revision, base to head. The scratch
     database is dropped afterwards, whatever happens.
     """
-    scripts = ScriptDirectory.from_config(config)
+    scripts = load_scripts(config)
     snapshots: dict[str, Snapshot] = {}
     with scratch_database(url, hint=hint) as scratch_url:
         engine = create_engine(scratch_url)
@@ -56,8 +114,13 @@ def replay_schemas(
                 config.attributes["connection"] = connection
                 try:
                     for revision in revision_order(scripts):
-                        migrate(config, scripts, "upgrade", revision)
-                        connection.commit()
+                        try:
+                            migrate(config, scripts, "upgrade", revision)
+                            connection.commit()
+                        except MigsupportError:
+                            raise
+                        except Exception as exc:
+                            raise ReplayFailed(_replay_failure(exc, scripts, revision)) from exc
                         snapshots[revision] = take_snapshot(connection)
                         connection.rollback()
                         if progress:

@@ -21,9 +21,21 @@ from pathlib import Path
 import filelock
 import sqlalchemy as sa
 
-from migsupport.exceptions import LockTimeout
+from migsupport.engine import safe_url
+from migsupport.exceptions import LockTimeout, MigsupportError
 
 POLL_SECONDS = 0.25
+
+
+class ConnectionLost(MigsupportError):
+    """The connection died while waiting for the deploy lock; nothing was changed."""
+
+
+def _first_line(exc: sa.exc.DBAPIError, url: sa.URL) -> str:
+    """Return the first line of a driver error, with the password masked."""
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    line = (text.splitlines() or ["connection lost"])[0]
+    return line.replace(str(url.password), "***") if url.password else line
 
 
 def advisory_key(name: str) -> int:
@@ -70,24 +82,33 @@ def _pg_lock(
     label = f"PostgreSQL advisory lock {key} ({name})"
     started = time.monotonic()
     announced = False
-    while True:
-        acquired = connection.execute(
-            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
-        ).scalar()
-        # Session-level: ending this transaction keeps the lock.
-        connection.commit()
-        if acquired:
-            break
-        waited = time.monotonic() - started
-        if waited >= timeout:
-            holder = _pg_holder(connection, key)
-            connection.rollback()
-            raise LockTimeout(label, waited, holder)
-        if not announced and on_wait is not None:
-            on_wait(f"{label} is held by {_pg_holder(connection, key) or 'another session'}")
-            connection.rollback()
-            announced = True
-        time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.0)))
+    try:
+        while True:
+            acquired = connection.execute(
+                sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
+            ).scalar()
+            # Session-level: ending this transaction keeps the lock.
+            connection.commit()
+            if acquired:
+                break
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                holder = _pg_holder(connection, key)
+                connection.rollback()
+                raise LockTimeout(label, waited, holder)
+            if not announced and on_wait is not None:
+                on_wait(f"{label} is held by {_pg_holder(connection, key) or 'another session'}")
+                connection.rollback()
+                announced = True
+            time.sleep(min(POLL_SECONDS, max(timeout - waited, 0.0)))
+    except sa.exc.DBAPIError as exc:
+        if not (exc.connection_invalidated or connection.invalidated):
+            raise
+        url = connection.engine.url
+        raise ConnectionLost(
+            f"{safe_url(url)}: the connection to the database was lost while waiting for the "
+            f"deploy lock ({label}); nothing was changed: {_first_line(exc, url)}"
+        ) from exc
     try:
         yield
     finally:

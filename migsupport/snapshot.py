@@ -75,6 +75,33 @@ def current_schema(connection: sa.Connection) -> str | None:
     return None
 
 
+def owned_tables_elsewhere(connection: sa.Connection, names: Iterable[str]) -> dict[str, list[str]]:
+    """Return, per schema off the search_path, which of the tables ``names`` it holds.
+
+    PostgreSQL only (elsewhere: nothing); the system schemas are left out,
+    and so are the schemas on the search_path, which the connection's
+    settings name on purpose.
+    """
+    if connection.dialect.name != "postgresql":
+        return {}
+    rows = connection.execute(
+        sa.text(
+            "SELECT n.nspname, c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND c.relname = ANY(:names) "
+            "AND n.nspname IS DISTINCT FROM current_schema() "
+            "AND NOT n.nspname = ANY(current_schemas(false)) "
+            "AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' "
+            "ORDER BY 1, 2"
+        ),
+        {"names": sorted(set(names))},
+    )
+    found: dict[str, list[str]] = {}
+    for schema, table in rows:
+        found.setdefault(schema, []).append(table)
+    return found
+
+
 def take_snapshot(connection: sa.Connection, *, schema: str | None = None) -> Snapshot:
     """Return the snapshot of the Alembic-owned objects ``connection`` sees.
 

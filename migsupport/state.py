@@ -9,6 +9,7 @@ scratch database, if the caller allows one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,9 +19,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from migsupport import conf
-from migsupport.exceptions import MigsupportError
+from migsupport.bridge import owned_models
+from migsupport.exceptions import MigsupportError, Refused
 from migsupport.ledger import Ledger, revision_order
-from migsupport.snapshot import Snapshot, compare, take_snapshot
+from migsupport.snapshot import (
+    Snapshot,
+    compare,
+    current_schema,
+    owned_tables_elsewhere,
+    take_snapshot,
+)
 
 EMPTY = "empty"
 UP_TO_DATE = "up_to_date"
@@ -83,10 +91,75 @@ def single_head(scripts: ScriptDirectory) -> str | None:
     return heads[0] if heads else None
 
 
+class VersionTableError(MigsupportError):
+    """The version table exists but is not one Alembic can read."""
+
+
+class SchemaElsewhere(Refused):
+    """The current schema is empty, but another schema holds the Alembic-owned tables."""
+
+    def __init__(self, current: str | None, found: Mapping[str, list[str]]) -> None:
+        self.current = current
+        self.found = dict(found)
+        where = "; ".join(
+            f"schema {schema} holds {', '.join(names)}" for schema, names in found.items()
+        )
+        target = next(iter(found))
+        super().__init__(
+            f"refused: the current schema {current} holds none of the Alembic-owned tables, but "
+            f"{where}; put {target} first on the search_path (ALTER ROLE ... SET search_path = "
+            f"{target}, or ?options=-csearch_path%3D{target} in DATABASE_URL); nothing was changed"
+        )
+
+
 def recorded_versions(connection: sa.Connection) -> tuple[str, ...]:
-    """Return the versions in the version table, without creating it."""
-    context = MigrationContext.configure(connection, opts={"version_table": conf.version_table()})
-    return tuple(context.get_current_heads())
+    """Return the versions in the version table, without creating it.
+
+    A table of that name without Alembic's ``version_num`` column raises
+    :class:`VersionTableError`; a NULL version reads as ``"NULL"``, which
+    no revision defines.
+    """
+    table = conf.version_table()
+    inspector = sa.inspect(connection)
+    if inspector.has_table(table):
+        columns = [column["name"] for column in inspector.get_columns(table)]
+        if "version_num" not in columns:
+            raise VersionTableError(
+                f"the table {table} is not Alembic's version table: it has no version_num "
+                f"column (its columns: {', '.join(columns) or 'none'}); nothing was changed. "
+                "Rename it, or set MIGSUPPORT_VERSION_TABLE to another name"
+            )
+    context = MigrationContext.configure(connection, opts={"version_table": table})
+    return tuple("NULL" if version is None else version for version in context.get_current_heads())
+
+
+def shown_version(version: str) -> str:
+    """Return a recorded version for a message: quoted unless it looks like a revision id."""
+    return version if re.fullmatch(r"\w+", version) else repr(version)
+
+
+def refuse_if_elsewhere(
+    connection: sa.Connection, live: Snapshot, current: tuple[str, ...]
+) -> None:
+    """Raise :class:`SchemaElsewhere` when nothing is here but the owned tables are elsewhere.
+
+    An empty current schema would otherwise be taken for a new database, and
+    an upgrade would build a second copy of the tables beside the real ones.
+    """
+    if current or not live.is_empty or connection.dialect.name != "postgresql":
+        return
+    schema = current_schema(connection)
+    if schema is None:
+        search_path = connection.exec_driver_sql("SHOW search_path").scalar()
+        raise Refused(
+            f"refused: the search_path ({search_path}) names no schema that exists and this "
+            "user may use, so there is none to read or migrate; create the schema, grant USAGE "
+            "on it, or correct the search_path; nothing was changed"
+        )
+    names = [model._meta.db_table for model in owned_models()] + [conf.version_table()]
+    found = owned_tables_elsewhere(connection, names)
+    if found:
+        raise SchemaElsewhere(schema, found)
 
 
 def known_schemas(
@@ -123,6 +196,7 @@ def classify(
     try:
         current = recorded_versions(connection)
         live = take_snapshot(connection)
+        refuse_if_elsewhere(connection, live, current)
     finally:
         if began and connection.in_transaction():
             connection.rollback()
@@ -138,7 +212,7 @@ def classify(
     common = {"head": head, "schema_source": source, **ledger_status}
     if len(current) > 1 or (current and current[0] not in schemas):
         nearest, differences = _nearest(live, schemas, order)
-        unknown = [c for c in current if c not in schemas]
+        unknown = [shown_version(c) for c in current if c not in schemas]
         reason = (
             f"alembic_version records {', '.join(unknown)}, which no revision script defines"
             if unknown
@@ -147,7 +221,7 @@ def classify(
         )
         return StateReport(
             state=UNKNOWN_REVISION,
-            current=",".join(current),
+            current=",".join(map(shown_version, current)),
             nearest=nearest,
             differences=(reason, *differences),
             **common,

@@ -31,6 +31,7 @@ from migsupport.locking import advisory_key
 from tests.catalog import catalog
 from tests.commands import manage, shown, spawn, wait_for
 from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
+from tests.rows import SEED_SQL, data_checksums
 from tests.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
@@ -160,49 +161,6 @@ def test_upgrade_in_each_state_applies_or_refuses_as_the_state_demands(
 
 
 # -- the production schema, with data -------------------------------------------------
-
-SEED_SQL = (
-    "INSERT INTO material_detection_jobs "
-    "(id, image_url, status, error_message, created_at, updated_at, completed_at) "
-    "SELECT md5('job' || i)::uuid, 'https://img.example/' || i || '.jpg', "
-    "(ARRAY['PENDING', 'PROCESSING', 'COMPLETED', 'FAILED'])[1 + mod(i, 4)]::jobstatus, "
-    "CASE WHEN mod(i, 4) = 3 THEN 'timeout after ' || i || 's' END, "
-    "timestamptz '2025-01-01 00:00+00' + i * interval '1 minute', "
-    "timestamptz '2025-01-02 00:00+00' + i * interval '1 minute', "
-    "CASE WHEN mod(i, 4) = 2 THEN timestamptz '2025-01-03 00:00+00' + i * interval '1 second' END "
-    "FROM generate_series(1, 300) AS i",
-    "INSERT INTO detected_materials "
-    "(id, job_id, material_name, category, confidence, bounding_box, created_at) "
-    "SELECT md5('material' || i)::uuid, md5('job' || (1 + mod(i, 300)))::uuid, "
-    "'material ' || (mod(i, 37)), CASE WHEN mod(i, 5) <> 0 THEN 'category ' || (mod(i, 7)) END, "
-    "(mod(i, 100)) / 100.0, jsonb_build_object('x', i, 'y', 2 * i, 'w', 10, 'h', 20), "
-    "timestamptz '2025-01-01 00:00+00' + i * interval '1 second' "
-    "FROM generate_series(1, 450) AS i",
-)
-# The columns of the deployed schema: the checksum covers exactly them, so the
-# column the upgrade adds does not change it.
-DEPLOYED_COLUMNS = {
-    "material_detection_jobs": (
-        "id, image_url, status, error_message, created_at, updated_at, completed_at"
-    ),
-    "detected_materials": (
-        "id, job_id, material_name, category, confidence, bounding_box, created_at"
-    ),
-}
-
-
-def data_checksums(engine: Engine) -> dict[str, tuple[int, str]]:
-    """Return (row count, md5 of every row in id order) per domain table."""
-    with engine.connect() as connection:
-        return {
-            table: tuple(
-                connection.exec_driver_sql(
-                    f"SELECT count(*), md5(coalesce(string_agg(ROW({columns})::text, E'\\n' "
-                    f"ORDER BY id), '')) FROM {table}"
-                ).one()
-            )
-            for table, columns in DEPLOYED_COLUMNS.items()
-        }
 
 
 def domain_catalog(full: dict[str, Any]) -> dict[str, Any]:
