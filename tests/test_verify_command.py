@@ -264,6 +264,7 @@ JOBS = {
     "twice_fails": Job("postgresql", fails_when_applied_twice, ("--json",)),
     "twice_changes": Job("postgresql", changes_when_applied_twice, ("--json",)),
     "sqlite_twice_fails": Job("sqlite", fails_when_applied_twice, ("--json",)),
+    "sqlite_twice_fails_text": Job("sqlite", fails_when_applied_twice),
     "edited": Job("postgresql", script_edited, ("--json",)),
     "edited_update": Job("postgresql", script_edited, ("--json", "--update-ledger")),
 }
@@ -531,6 +532,25 @@ def test_revision_that_fails_when_applied_twice_on_sqlite(runs: Runs) -> None:
         f"revision {ADDED} fails when applied a second time: duplicate column name: priority"
     ]
     assert list(outcome.tmpdir.iterdir()) == []
+
+
+def test_revision_that_fails_when_applied_twice_is_flagged_in_the_upgrade_check(
+    runs: Runs,
+) -> None:
+    """The upgrade check passes, and its line for the revision flags the second application."""
+    result = runs("sqlite_twice_fails_text").result
+    lines = result.stdout.splitlines()
+    upgrade = lines.index(f"  {TITLES['upgrade']}:")
+    assert lines[upgrade + 1 : upgrade + 6] == [
+        f"    {BASELINE} OK",
+        f"    {SECOND} OK",
+        f"    {HEAD} OK",
+        f"    {ADDED} OK (not safe to apply twice)",
+        "    result: passed",
+    ]
+    assert result.stderr == (
+        f"Verification failed: {TITLES['idempotent']}, {TITLES['ledger_fresh']}.\n"
+    )
 
 
 @pytest.mark.postgresql

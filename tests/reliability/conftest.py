@@ -97,6 +97,42 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+CLUSTER_PREFIX = "migsupport-pgauth-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_cluster(bindir: Path, folder: Path) -> None:
+    data = folder / "data"
+    if (data / "postmaster.pid").exists():
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_abandoned_clusters(bindir: Path) -> None:
+    """Stop and delete the clusters of test runs that were killed before their teardown."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{CLUSTER_PREFIX}*"):
+        try:
+            owner = int((folder / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # still being set up, or not ours
+        if not _alive(owner):
+            _stop_cluster(bindir, folder)
+
+
 @pytest.fixture(scope="session")
 def password_server(pg_server: URL) -> Iterator[URL]:
     """Start a private PostgreSQL cluster that authenticates with passwords.
@@ -108,7 +144,9 @@ def password_server(pg_server: URL) -> Iterator[URL]:
     bindir = _bindir(pg_server)
     if bindir is None:
         _fail_or_skip("initdb is missing: the password-authentication cluster needs it")
-    folder = Path(tempfile.mkdtemp(prefix="migsupport-pgauth-"))
+    _remove_abandoned_clusters(bindir)
+    folder = Path(tempfile.mkdtemp(prefix=CLUSTER_PREFIX))
+    (folder / "owner.pid").write_text(str(os.getpid()))
     data = folder / "data"
     pwfile = folder / "pwfile"
     pwfile.write_text(SUPERUSER_PASSWORD + "\n")
@@ -143,18 +181,12 @@ def password_server(pg_server: URL) -> Iterator[URL]:
             database="postgres",
         )
     finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                capture_output=True,
-                check=False,
-            )
-        shutil.rmtree(folder, ignore_errors=True)
+        _stop_cluster(bindir, folder)
 
 
 def server_log(url: URL) -> Path | None:
     """Return the log file of the private ``password_server`` cluster behind ``url``."""
-    for folder in Path(tempfile.gettempdir()).glob("migsupport-pgauth-*"):
+    for folder in Path(tempfile.gettempdir()).glob(f"{CLUSTER_PREFIX}*"):
         if (folder / f".s.PGSQL.{url.port}").exists():
             return folder / "server.log"
     return None

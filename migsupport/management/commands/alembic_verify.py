@@ -63,6 +63,8 @@ class Command(MigsupportCommand):
             else:
                 step = data["revision"]
             outcome = style.SUCCESS("OK") if data["ok"] else style.ERROR("FAILED")
+            if data.get("idempotent") is False:
+                outcome += style.ERROR(" (not safe to apply twice)")
             timing = f" ({data['seconds']:.3f}s)" if self.verbosity >= 2 else ""
             self.stdout.write(f"    {step} {outcome}{timing}")
         elif event == "check_end":
