@@ -26,7 +26,7 @@ from django.db import DEFAULT_DB_ALIAS
 from migsupport import conf
 from migsupport.backup import backup
 from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
-from migsupport.engine import engine_for_alias, safe_url, url_for_alias
+from migsupport.engine import engine_for_alias, error_line, safe_url, url_for_alias
 from migsupport.exceptions import MigsupportError, SchemaDrift
 from migsupport.history import load_scripts, migrate, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
@@ -255,12 +255,8 @@ def _require_existing_sqlite_file(database: str) -> None:
 
 def _database_error(exc: sa.exc.DBAPIError, url: sa.URL | None = None) -> str:
     """Return the first line of a driver error, with the password masked."""
-    text = str(exc.orig).strip() if exc.orig else str(exc)
-    line = (text.splitlines() or ["database error"])[0]
-    if url is not None and url.password:
-        line = line.replace(str(url.password), "***")
     where = f"{safe_url(url)}: " if url is not None else ""
-    return f"{where}{line}"
+    return f"{where}{error_line(exc, url)}"
 
 
 # -- upgrade and stamp ---------------------------------------------------------
@@ -314,25 +310,14 @@ def upgrade(
     against the target's schema. ``plan`` and ``sql`` change nothing.
     """
     knowledge, target, engine = _prepare(database, revision, "alembic_upgrade")
-    scripts = knowledge.scripts
     url = safe_url(engine.url)
     try:
         with engine.connect() as connection:
             if plan or sql:
                 # Read-only paths take no lock: they never write.
                 _read_one_snapshot(connection)
-                report = knowledge.classify(connection)
-                decided = plan_upgrade(report, scripts, target, baseline=baseline)
-                result = UpgradeResult(
-                    database=database,
-                    url=url,
-                    state=report,
-                    target=target,
-                    baseline=decided.baseline,
-                    revisions=decided.revisions,
-                    after=report.current,
-                    dry_run=True,
-                )
+                decided, result = _decide(connection, knowledge, database, url, target, baseline)
+                result = dataclasses.replace(result, dry_run=True)
                 if sql:
                     result = dataclasses.replace(result, sql=_offline_sql(database, decided))
                 return result
@@ -347,6 +332,28 @@ def upgrade(
         engine.dispose()
 
 
+def _decide(
+    connection: sa.Connection,
+    knowledge: _Knowledge,
+    database: str,
+    url: str,
+    target: str,
+    baseline: bool,
+) -> tuple[UpgradePlan, UpgradeResult]:
+    """Classify the database and decide the upgrade; the result records nothing done yet."""
+    report = knowledge.classify(connection)
+    decided = plan_upgrade(report, knowledge.scripts, target, baseline=baseline)
+    return decided, UpgradeResult(
+        database=database,
+        url=url,
+        state=report,
+        target=target,
+        baseline=decided.baseline,
+        revisions=decided.revisions,
+        after=report.current,
+    )
+
+
 def _guarded_upgrade(
     connection: sa.Connection,
     knowledge: _Knowledge,
@@ -358,18 +365,9 @@ def _guarded_upgrade(
     progress: Progress | None,
 ) -> UpgradeResult:
     # Classified after the lock: another deploy may have finished meanwhile.
-    report = knowledge.classify(connection)
+    decided, result = _decide(connection, knowledge, database, url, target, baseline)
+    report = result.state
     _emit(progress, "state", report=report)
-    decided = plan_upgrade(report, knowledge.scripts, target, baseline=baseline)
-    result = UpgradeResult(
-        database=database,
-        url=url,
-        state=report,
-        target=target,
-        baseline=decided.baseline,
-        revisions=decided.revisions,
-        after=report.current,
-    )
     if not decided.changes_anything:
         return result
     # The target's schema must be known before anything changes, so that the
@@ -466,10 +464,7 @@ def _failure_message(
     exc: BaseException, revision: str, last: str, *, lost: bool, committing: bool
 ) -> str:
     """Say which revision failed, where the database stands, and why."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        detail = _database_error(exc)
-    else:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = error_line(exc)
     if lost and committing:
         # The COMMIT was sent; whether the server ran it is unknown.
         return (

@@ -67,6 +67,21 @@ def safe_url(url: URL | str) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
+def error_line(exc: BaseException, url: URL | None = None) -> str:
+    """Return the first line of what went wrong, for a one-line error.
+
+    For a driver error it is the driver's own message, not SQLAlchemy's
+    wrapper with the statement; the password of ``url``, if any, is masked;
+    an exception without a message gives its type's name.
+    """
+    orig = getattr(exc, "orig", None)
+    cause = orig if orig is not None else exc
+    line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if url is not None and url.password:
+        line = line.replace(str(url.password), "***")
+    return line
+
+
 def create_engine(url: URL | str, *, application_name: str | None = None) -> Engine:
     """Return a new engine on ``url``, with transactional DDL on SQLite too.
 

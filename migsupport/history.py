@@ -12,7 +12,7 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy.engine import URL
 
-from migsupport.engine import create_engine
+from migsupport.engine import create_engine, error_line
 from migsupport.exceptions import MigsupportError, ReplayFailed, ScriptError
 from migsupport.ledger import revision_order
 from migsupport.scratch import scratch_database
@@ -35,18 +35,14 @@ def load_scripts(config: Config) -> ScriptDirectory:
             f"revision script {exc.filename} has a syntax error at line {exc.lineno}: {exc.msg}"
         ) from exc
     except (AlembicCommandError, RevisionError) as exc:
-        raise ScriptError(f"the revision scripts are inconsistent: {_first_line(exc)}") from exc
+        raise ScriptError(f"the revision scripts are inconsistent: {error_line(exc)}") from exc
     except Exception as exc:
         where = _failing_script(exc, scripts)
         raise ScriptError(
             f"revision script {where or scripts.versions} failed to load: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {error_line(exc)}"
         ) from exc
     return scripts
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def _failing_script(exc: BaseException, scripts: ScriptDirectory) -> str | None:
@@ -65,11 +61,10 @@ def _failing_script(exc: BaseException, scripts: ScriptDirectory) -> str | None:
 def _replay_failure(exc: Exception, scripts: ScriptDirectory, revision: str) -> str:
     """Say which revision failed on the scratch database, where, and why."""
     where = _failing_script(exc, scripts)
-    detail = _first_line(getattr(exc, "orig", None) or exc) or type(exc).__name__
+    cause = getattr(exc, "orig", None) or exc
     return (
         f"replaying the history on a scratch database failed at revision {revision}"
-        f"{f' in {where}' if where else ''}: {type(getattr(exc, 'orig', None) or exc).__name__}: "
-        f"{detail}"
+        f"{f' in {where}' if where else ''}: {type(cause).__name__}: {error_line(exc)}"
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import filelock
 import sqlalchemy as sa
 
-from migsupport.engine import safe_url
+from migsupport.engine import error_line, safe_url
 from migsupport.exceptions import LockTimeout, MigsupportError
 
 POLL_SECONDS = 0.25
@@ -29,13 +29,6 @@ POLL_SECONDS = 0.25
 
 class ConnectionLost(MigsupportError):
     """The connection died while waiting for the deploy lock; nothing was changed."""
-
-
-def _first_line(exc: sa.exc.DBAPIError, url: sa.URL) -> str:
-    """Return the first line of a driver error, with the password masked."""
-    text = str(exc.orig if exc.orig is not None else exc).strip()
-    line = (text.splitlines() or ["connection lost"])[0]
-    return line.replace(str(url.password), "***") if url.password else line
 
 
 def advisory_key(name: str) -> int:
@@ -107,7 +100,7 @@ def _pg_lock(
         url = connection.engine.url
         raise ConnectionLost(
             f"{safe_url(url)}: the connection to the database was lost while waiting for the "
-            f"deploy lock ({label}); nothing was changed: {_first_line(exc, url)}"
+            f"deploy lock ({label}); nothing was changed: {error_line(exc, url)}"
         ) from exc
     try:
         yield

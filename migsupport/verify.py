@@ -34,7 +34,7 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError as AlembicCommandError
 
 from migsupport import bridge
-from migsupport.engine import create_engine, safe_url
+from migsupport.engine import create_engine, error_line, safe_url
 from migsupport.history import migrate
 from migsupport.ledger import Ledger, ledger_path, revision_order
 from migsupport.scratch import scratch_database
@@ -118,12 +118,6 @@ class _Failed(Exception):
         super().__init__("; ".join(problems))
 
 
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0]
-
-
 def check_chain(scripts: ScriptDirectory) -> list[str]:
     """Return what is wrong with the revision graph: heads, bases, cycles, dangling links."""
     try:
@@ -131,7 +125,7 @@ def check_chain(scripts: ScriptDirectory) -> list[str]:
         bases = tuple(scripts.get_bases())
         revisions = list(scripts.walk_revisions())
     except (RevisionError, AlembicCommandError) as exc:
-        return [f"the revision graph is broken: {_first_line(exc)}"]
+        return [f"the revision graph is broken: {error_line(exc)}"]
     problems: list[str] = []
     if len(heads) > 1:
         problems.append(
@@ -303,7 +297,7 @@ class _Run:
             try:
                 self.alembic("upgrade", revision)
             except Exception as exc:
-                raise _Failed(f"revision {revision} failed to upgrade: {_first_line(exc)}") from exc
+                raise _Failed(f"revision {revision} failed to upgrade: {error_line(exc)}") from exc
             applied = self.snapshot()
             self.snapshots[revision] = applied
             twice = self._apply_twice(revision, applied)
@@ -323,7 +317,7 @@ class _Run:
         except Exception as exc:
             # Leave the database where a working revision would have left it.
             self.alembic("stamp", revision)
-            return f"revision {revision} fails when applied a second time: {_first_line(exc)}"
+            return f"revision {revision} fails when applied a second time: {error_line(exc)}"
         differences = compare(self.snapshot(), applied)
         if differences:
             return (
@@ -341,7 +335,7 @@ class _Run:
                 self.alembic("downgrade", below)
             except Exception as exc:
                 raise _Failed(
-                    f"revision {revision} failed to downgrade: {_first_line(exc)}"
+                    f"revision {revision} failed to downgrade: {error_line(exc)}"
                 ) from exc
             expected = self.snapshots[below] if below != "base" else Snapshot()
             differences = compare(self.snapshot(), expected)
@@ -362,7 +356,7 @@ class _Run:
         try:
             self.alembic("upgrade", "heads")
         except Exception as exc:
-            raise _Failed(f"the upgrade to head failed: {_first_line(exc)}") from exc
+            raise _Failed(f"the upgrade to head failed: {error_line(exc)}") from exc
         differences = compare(self.snapshot(), self.snapshots[self.order[-1]])
         if differences:
             raise _Failed(

@@ -111,6 +111,12 @@ def execute(engine: Engine, *statements: str) -> None:
             connection.exec_driver_sql(statement)
 
 
+def scalar(engine: Engine, sql: str, **params: Any) -> Any:
+    """Return the single value of a query, run on a connection of its own."""
+    with engine.connect() as connection:
+        return connection.execute(sa.text(sql), params).scalar()
+
+
 def versions(engine: Engine) -> list[str] | None:
     """Return the rows of alembic_version, or None when the table does not exist."""
     with engine.connect() as connection:

@@ -51,6 +51,7 @@ from tests.states import (
     project_copy,
     reach,
     refusal,
+    scalar,
     state_jobs,
     versions,
 )
@@ -818,11 +819,6 @@ SLEEPING_BODY = (
     f'op.execute("SELECT pg_sleep({SLEEP_SECONDS}) FROM '
     '(SELECT 1 FROM detected_materials LIMIT 1) AS one_row")\n'
 )
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as connection:
-        return connection.execute(sa.text(sql), params).scalar()
 
 
 @pytest.mark.postgresql

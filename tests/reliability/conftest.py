@@ -26,7 +26,7 @@ from tests.catalog import catalog
 from tests.conftest import IN_CI, create_pg_database, drop_pg_database
 from tests.migrate import run
 from tests.rows import seed_sql
-from tests.states import BASELINE, HEAD, SECOND, execute
+from tests.states import BASELINE, HEAD, SECOND, execute, scalar
 from tests.test_production_schema import load_production_schema
 
 # The revisions in order; None is the empty database before the first.
@@ -59,6 +59,40 @@ def revision_catalogs(pg_server: URL) -> dict[str | None, dict[str, Any]]:
     finally:
         engine.dispose()
         drop_pg_database(pg_server, url)
+
+
+# -- sessions and locks the commands leave on the server ------------------------------------
+
+UPGRADE_APPLICATION = "migsupport alembic_upgrade"
+
+
+def upgrade_sessions(engine: Engine) -> list[int]:
+    """Return the pids of the upgrade command's sessions on the database behind ``engine``."""
+    pids = scalar(
+        engine,
+        "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = :application",
+        application=UPGRADE_APPLICATION,
+    )
+    return pids or []
+
+
+def command_sessions(engine: Engine) -> int:
+    """Return how many sessions of any migsupport command are on the database behind ``engine``."""
+    return scalar(
+        engine,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name LIKE 'migsupport %'",
+    )
+
+
+def advisory_locks(engine: Engine) -> int:
+    """Return how many advisory locks are held in the database behind ``engine``."""
+    return scalar(
+        engine,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
 
 
 def production_database(engine: Engine, materials: int = 100_000, jobs: int = 2_000) -> None:

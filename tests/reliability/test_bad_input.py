@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from tests.states import (
     BASELINE,
     HEAD,
     SECOND,
+    ProjectCopy,
     differences_block,
     edit_script,
     execute,
@@ -876,14 +878,21 @@ def test_tables_in_another_schema_than_the_search_path_are_not_built_twice(resou
 # -- a revision script that does not parse ---------------------------------------------------------
 
 
+def write_revision(copy: ProjectCopy, name: str, doc: str, header: str, body: str = "pass") -> Path:
+    """Write revision 9999aaaa0000 after the head into ``copy``: ``header`` on line 7, ``body``
+    on line 8; return its path."""
+    script = copy.versions / f"9999aaaa0000_{name}.py"
+    script.write_text(
+        f'"""{doc}"""\n\n'
+        f"revision = '9999aaaa0000'\ndown_revision = {HEAD!r}\n\n\n"
+        f"{header}\n    {body}\n"
+    )
+    return script
+
+
 def test_a_revision_with_a_syntax_error_is_named_in_one_line(resources, templates, tmp_path):
     copy = project_copy(tmp_path / "project")
-    broken = copy.versions / "9999aaaa0000_broken.py"
-    broken.write_text(
-        '"""A revision that does not parse."""\n\n'
-        f"revision = '9999aaaa0000'\ndown_revision = {HEAD!r}\n\n\n"
-        "def upgrade(:\n    pass\n"
-    )
+    broken = write_revision(copy, "broken", "A revision that does not parse.", "def upgrade(:")
     url, engine = resources.database(templates["behind"])
     before = fingerprint(engine)
     ledger = copy.ledger.read_text()
@@ -913,11 +922,12 @@ def test_a_revision_with_a_syntax_error_is_named_in_one_line(resources, template
 def test_a_revision_failing_in_the_replay_is_named_in_one_line(resources, templates, tmp_path):
     """A script that loads but fails when run: the stale ledger's replay names it."""
     copy = project_copy(tmp_path / "project")
-    failing = copy.versions / "9999aaaa0000_no_import.py"
-    failing.write_text(
-        '"""A revision that forgot its import."""\n\n'
-        f"revision = '9999aaaa0000'\ndown_revision = {HEAD!r}\n\n\n"
-        "def upgrade():\n    op.execute('SELECT 1')\n"
+    failing = write_revision(
+        copy,
+        "no_import",
+        "A revision that forgot its import.",
+        "def upgrade():",
+        "op.execute('SELECT 1')",
     )
     modes = {**command_modes(), "ledger update": ("alembic_ledger",)}
     # A database each: the commands that take the deploy lock would queue on one.

@@ -21,13 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
-from migsupport.locking import advisory_key
 from tests.catalog import catalog
 from tests.commands import shown, spawn, wait_for
-from tests.reliability.conftest import production_database
+from tests.reliability.conftest import advisory_locks, command_sessions, production_database
 from tests.rows import data_checksums
 from tests.states import (
     APPLY_BASELINE,
@@ -42,7 +40,6 @@ from tests.states import (
 
 DEPLOYS = 16
 ROUNDS = 4
-LOCK_NAME = "alembic_version:default"
 SHORT_TIMEOUT = "0.5"
 SEED = 20261127
 # data_checksums of the domain tables holding no rows.
@@ -167,24 +164,9 @@ def assert_left_clean(engine: Engine, revision_catalogs, data_before) -> None:
     assert versions(engine) == [HEAD]
     assert catalog(engine) == revision_catalogs[HEAD]
     assert data_checksums(engine) == data_before
-    key = advisory_key(LOCK_NAME) & 0xFFFFFFFFFFFFFFFF
 
     def leftovers() -> tuple[int, int]:
-        with engine.connect() as connection:
-            held = connection.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND classid = :high AND objid = :low"
-                ),
-                {"high": key >> 32, "low": key & 0xFFFFFFFF},
-            ).scalar()
-            sessions = connection.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND application_name LIKE 'migsupport %'"
-                )
-            ).scalar()
-        return held, sessions
+        return advisory_locks(engine), command_sessions(engine)
 
     # Every process has exited; the server ends their sessions a moment later.
     wait_for(lambda: leftovers() == (0, 0), 10, "the deploys' sessions and locks to end")

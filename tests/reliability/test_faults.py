@@ -47,7 +47,12 @@ from tests.catalog import catalog
 from tests.commands import manage, shown, spawn, wait_for
 from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
 from tests.migrate import run
-from tests.reliability.conftest import REVISIONS, production_database
+from tests.reliability.conftest import (
+    REVISIONS,
+    advisory_locks,
+    production_database,
+    upgrade_sessions,
+)
 from tests.rows import data_checksums, seed_sql
 from tests.states import (
     APPLY_BASELINE,
@@ -60,12 +65,12 @@ from tests.states import (
     add_revision,
     execute,
     project_copy,
+    scalar,
     versions,
 )
 from tests.test_upgrade_command import PG_LOCK_NAME
 from tests.test_verify_command import scratch_databases
 
-UPGRADE_APPLICATION = "migsupport alembic_upgrade"
 SLEEP_SECONDS = 3
 # Sleeps at the end of the head revision, after its indexes are built, only
 # where there are rows: the replay on an empty scratch database stays quick.
@@ -97,31 +102,6 @@ def seed() -> int:
 
 
 # -- the server's view ----------------------------------------------------------------------
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as connection:
-        return connection.execute(sa.text(sql), params).scalar()
-
-
-def upgrade_sessions(engine: Engine) -> list[int]:
-    """Return the pids of the upgrade command's sessions on the database behind ``engine``."""
-    pids = scalar(
-        engine,
-        "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND application_name = :application",
-        application=UPGRADE_APPLICATION,
-    )
-    return pids or []
-
-
-def advisory_locks(engine: Engine) -> int:
-    """Return how many advisory locks are held in the database behind ``engine``."""
-    return scalar(
-        engine,
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
-        "(SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
 
 
 def sleeping_backend(engine: Engine) -> int | None:
