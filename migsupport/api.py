@@ -25,7 +25,9 @@ from django.db import DEFAULT_DB_ALIAS
 
 from migsupport import conf
 from migsupport.backup import backup
+from migsupport.bridge import django_table_names, ownership
 from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
+from migsupport.differences import Difference, ObjectRef
 from migsupport.engine import engine_for_alias, error_line, safe_url, url_for_alias
 from migsupport.exceptions import MigsupportError, SchemaDrift
 from migsupport.history import load_scripts, migrate, replay_schemas
@@ -36,6 +38,7 @@ from migsupport.state import (
     StateReport,
     classify,
     known_schemas,
+    owned_schema,
     recorded_versions,
     refuse_if_elsewhere,
     shown_version,
@@ -96,7 +99,8 @@ class UpgradeResult:
             "after": self.after,
             "backup": str(self.backup) if self.backup else None,
             "dry_run": self.dry_run,
-            "differences": list(self.state.differences),
+            "differences": [difference.to_dict() for difference in self.state.differences],
+            "unowned": [obj.to_dict() for obj in self.state.unowned],
         }
 
 
@@ -109,9 +113,10 @@ class StampResult:
     target: str
     current: str | None
     proven: bool
-    differences: tuple[str, ...]
+    differences: tuple[Difference, ...]
     stamped: bool
     dry_run: bool = False
+    unowned: tuple[ObjectRef, ...] = ()
 
 
 def alembic_config(
@@ -384,7 +389,7 @@ def _guarded_upgrade(
         _emit(progress, "baseline", revision=decided.baseline)
     applied = _apply(connection, database, knowledge.scripts, decided, progress)
     after = recorded_versions(connection)
-    differences = compare(take_snapshot(connection), expected[target])
+    differences = compare(owned_schema(connection, expected)[0], expected[target])
     connection.rollback()
     if after != (target,) or differences:
         raise SchemaDrift(
@@ -520,14 +525,12 @@ def stamp(
             )
             with lock:
                 current = recorded_versions(connection)
-                live = take_snapshot(connection)
-                refuse_if_elsewhere(connection, live, current)
+                everything = take_snapshot(connection, hidden=django_table_names())
+                refuse_if_elsewhere(connection, everything, current)
                 connection.rollback()
-                expected = (
-                    Snapshot()
-                    if target == BASE
-                    else knowledge.schemas(connection.dialect.name)[target]
-                )
+                schemas = knowledge.schemas(connection.dialect.name)
+                live, unowned = everything.split(ownership(schemas.values()))
+                expected = Snapshot() if target == BASE else schemas[target]
                 differences = tuple(compare(live, expected))
                 result = StampResult(
                     database=database,
@@ -538,6 +541,7 @@ def stamp(
                     differences=differences,
                     stamped=False,
                     dry_run=plan,
+                    unowned=unowned,
                 )
                 wanted = () if target == BASE else (target,)
                 if current == wanted:

@@ -6,9 +6,11 @@ override them, and documents its default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from migsupport.exceptions import ConfigurationError
 
@@ -44,3 +46,34 @@ def version_table() -> str:
     ``MIGSUPPORT_VERSION_TABLE``; defaults to ``alembic_version``.
     """
     return getattr(settings, "MIGSUPPORT_VERSION_TABLE", "alembic_version")
+
+
+def include_object() -> Callable[[str, str, bool], bool] | None:
+    """Return the hook that decides which objects of the schema Alembic owns, if any.
+
+    ``MIGSUPPORT_INCLUDE_OBJECT``: a callable, or its dotted path, called as
+    ``include_object(kind, name, owned)`` for every object of the schema
+    (``kind`` is ``"tables"``, ``"enums"``, ``"domains"``, ``"sequences"``,
+    ``"functions"`` or ``"extensions"``; ``owned`` is the default rule's
+    answer: a model's table, or an object some revision creates). True means
+    the object is compared; False means it is listed as unowned and ignored.
+    Defaults to None: the default rule alone, as Alembic's ``include_object``.
+    """
+    hook = getattr(settings, "MIGSUPPORT_INCLUDE_OBJECT", None)
+    if hook is None or callable(hook):
+        return hook
+    try:
+        return import_string(hook)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"MIGSUPPORT_INCLUDE_OBJECT: cannot import {hook!r}: {exc}"
+        ) from exc
+
+
+def strict_ownership() -> bool:
+    """Return whether objects no model and no revision defines refuse a deploy.
+
+    ``MIGSUPPORT_STRICT_OWNERSHIP``; defaults to False: such objects are
+    listed as unowned, as a warning, and never block a deploy.
+    """
+    return bool(getattr(settings, "MIGSUPPORT_STRICT_OWNERSHIP", False))

@@ -83,11 +83,9 @@ def plan_upgrade(
             report.differences,
         )
     if report.state == UNKNOWN_REVISION:
-        # The first difference says what is wrong with the recorded versions.
         reason = (
-            report.differences[0]
-            if report.differences
-            else f"alembic_version records {report.current}, which no revision script defines"
+            report.reason
+            or f"alembic_version records {report.current}, which no revision script defines"
         )
         if reason.endswith("which no revision script defines"):
             reason += " (a newer release migrated this database, or a revision was deleted)"

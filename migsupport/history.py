@@ -12,6 +12,7 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy.engine import URL
 
+from migsupport.bridge import django_table_names
 from migsupport.engine import create_engine, error_line
 from migsupport.exceptions import MigsupportError, ReplayFailed, ScriptError
 from migsupport.ledger import revision_order
@@ -116,7 +117,7 @@ def replay_schemas(
                             raise
                         except Exception as exc:
                             raise ReplayFailed(_replay_failure(exc, scripts, revision)) from exc
-                        snapshots[revision] = take_snapshot(connection)
+                        snapshots[revision] = take_snapshot(connection, hidden=django_table_names())
                         connection.rollback()
                         if progress:
                             progress(revision)

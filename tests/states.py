@@ -79,20 +79,20 @@ DRIFTS = {
     ),
     "changed_length": (
         "ALTER TABLE detected_materials ALTER COLUMN material_name TYPE VARCHAR(50)",
-        "column detected_materials.material_name: VARCHAR(50), expected VARCHAR(100)",
+        "column detected_materials.material_name is VARCHAR(50), expected VARCHAR(100)",
     ),
     "nullability": (
         "ALTER TABLE detected_materials ALTER COLUMN category SET NOT NULL",
-        "column detected_materials.category: NOT NULL, expected NULL",
+        "column detected_materials.category is NOT NULL, expected NULL",
     ),
     "enum_label": (
         "ALTER TYPE jobstatus ADD VALUE 'ARCHIVED'",
-        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,ARCHIVED, "
-        "expected PENDING,PROCESSING,COMPLETED,FAILED",
+        "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED, ARCHIVED), "
+        "expected (PENDING, PROCESSING, COMPLETED, FAILED)",
     ),
     "extra_column": (
         "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER",
-        "table material_detection_jobs: unexpected column priority",
+        "column material_detection_jobs.priority is unexpected",
     ),
     "missing_table": (
         "DROP TABLE detected_materials",

@@ -61,7 +61,7 @@ TITLES = {
 REGENERATE = "regenerate it with `manage.py alembic_verify --update-ledger`"
 STEP_TRACE = (
     f"revision {ADDED}'s downgrade does not leave the schema of {HEAD}: "
-    "table material_detection_jobs: unexpected column priority"
+    "column material_detection_jobs.priority is unexpected"
 )
 
 # Every check passing, as the human-readable output prints it; SCRATCH is the
@@ -465,8 +465,8 @@ def test_model_field_without_migration(runs: Runs, pg_server: URL) -> None:
     at = expected.index("  models equal the DDL at head: passed")
     expected[at : at + 1] = [
         "  models equal the DDL at head: FAILED",
-        "    - materials.MaterialDetectionJob.priority: no migration creates column "
-        "material_detection_jobs.priority",
+        "    - materials.MaterialDetectionJob.priority: "
+        "column material_detection_jobs.priority is missing",
     ]
     assert lines(outcome.result.stdout) == expected
     assert outcome.result.stderr == "Verification failed: models equal the DDL at head.\n"

@@ -50,8 +50,18 @@ class MigsupportCommand(BaseCommand):
             self.stderr.write("Interrupted: any open transaction was rolled back.")
             sys.exit(130)
 
+    def write_unowned(self, unowned: tuple[Any, ...], stream: Any) -> None:
+        """Warn about the objects no model and no revision defines: listed, never compared."""
+        if not unowned:
+            return
+        stream.write(
+            self.style.WARNING("Unowned objects (no model or revision defines them; not compared):")
+        )
+        for obj in unowned:
+            stream.write(f"  - {obj}")
+
     def write_differences(
-        self, differences: tuple[str, ...], stream: Any, *, warning: bool = False
+        self, differences: tuple[Any, ...], stream: Any, *, warning: bool = False
     ) -> None:
         """Write the differences a refusal or a warning rests on, one per line."""
         if not differences:

@@ -544,8 +544,8 @@ def test_a_read_only_user_may_read_the_state_but_not_baseline_or_upgrade(resourc
         f"CommandError: {shown(databases['behind stamp'][0])}: permission denied for table "
         "alembic_version",
         before=differences_block(
-            "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED, "
-            "expected PENDING,PROCESSING,COMPLETED,FAILED,CANCELLED",
+            "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED), "
+            "expected (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)",
             "index ix_detected_materials_category is missing",
             "index ix_detected_materials_confidence is missing",
             "index ix_detected_materials_created_at is missing",
@@ -727,12 +727,13 @@ def test_a_corrupt_version_table_is_reported_and_refused(resources, templates):
         status = results[(case, "status")]
         assert (status.returncode, status.stderr) == (0, ""), status.stderr
         assert "  State:    unknown_revision\n" in status.stdout
-        assert f"Differences:\n  - {reason}\n" in status.stdout
+        assert f"  {reason}\n" in status.stdout
+        assert "Differences:" not in status.stdout
         checked = results[(case, "status --check")]
         assert (checked.returncode, checked.stdout, checked.stderr) == (1, status.stdout, "")
         for mode in ("upgrade", "upgrade --plan", "upgrade --sql"):
             if (case, mode) in results:
-                assert_one_line(results[(case, mode)], refused, before=differences_block(reason))
+                assert_one_line(results[(case, mode)], refused)
         unproven = results[(case, "stamp unproven")]
         assert_one_line(
             unproven,

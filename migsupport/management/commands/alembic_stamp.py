@@ -70,6 +70,7 @@ class Command(MigsupportCommand):
 
     def _render(self, result: api.StampResult, *, force: bool) -> None:
         current = result.current or "no version"
+        self.write_unowned(result.unowned, self.stderr)
         if not result.stamped and not result.dry_run:
             self.stdout.write(f"{result.url} is already stamped at {result.target}; nothing to do.")
             if result.differences:

@@ -98,9 +98,12 @@ class Command(MigsupportCommand):
         else:
             summary, hint = _SUMMARY[report.state], _HINT.get(report.state)
         self.stdout.write(f"  {summary}")
+        if report.reason:
+            self.stdout.write(f"  {report.reason}")
         if report.differences:
             self.stdout.write(style.MIGRATE_HEADING("Differences:"))
             for difference in report.differences:
                 self.stdout.write(f"  - {difference}")
+        self.write_unowned(report.unowned, self.stdout)
         if hint and self.verbosity >= 1:
             self.stdout.write(style.NOTICE(hint))

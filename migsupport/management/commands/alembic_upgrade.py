@@ -80,6 +80,8 @@ class Command(MigsupportCommand):
         elif event == "state":
             report = data["report"]
             self._say(style.MIGRATE_HEADING(f"State: {report.state}"), 2)
+            if self.verbosity >= 1:
+                self.write_unowned(report.unowned, self.stdout)
         elif event == "backup":
             self._say(f"  Backup written to {data['path']}")
         elif event == "baseline":
@@ -101,6 +103,7 @@ class Command(MigsupportCommand):
         self.stdout.write(self.style.MIGRATE_HEADING(f"Plan for {result.database}: {result.url}"))
         self.stdout.write(f"  State:    {result.state.state}")
         self.stdout.write(f"  Current:  {result.state.current or '(none)'}")
+        self.write_unowned(result.state.unowned, self.stdout)
         if result.baseline:
             self.stdout.write(
                 f"  Baseline: {result.baseline} (the live schema equals that revision)"
