@@ -594,7 +594,8 @@ def _sqlite_parse_table(sql: str) -> dict[str, Any]:
             if word == "AS" and position + 1 < len(rest) and rest[position + 1][1] == "(":
                 expression, after = _group(rest, position + 1)
                 stored = after < len(rest) and rest[after][1].upper() == "STORED"
-                info["generated"] = f"{_text(expression)} {'STORED' if stored else 'VIRTUAL'}"
+                kind_ = "STORED" if stored else "VIRTUAL"
+                info["generated"] = f"{_strip_parens(_text(expression))} {kind_}"
                 position = after
                 continue
             if word in ("CONSTRAINT", "PRIMARY", "UNIQUE", "CHECK", "REFERENCES"):
@@ -625,7 +626,8 @@ def _sqlite_constraint(item: list[tuple[str, str]], column: str | None) -> dict[
     word = item[position][1].upper()
     if word == "CHECK":
         expression, _ = _group(item, position + 1)
-        return {"type": "check", "name": name, "definition": f"CHECK ({_text(expression)})"}
+        definition = f"CHECK ({_strip_parens(_text(expression))})"
+        return {"type": "check", "name": name, "definition": definition}
     if word == "PRIMARY":
         columns = [column] if column else _sqlite_columns(item, position)
         return {"type": "primary key", "name": name, "columns": columns}
@@ -671,7 +673,7 @@ def _sqlite_index(sql: str, unique: bool) -> dict[str, Any]:
     }
     rest = tokens[after:]
     if rest and rest[0][1].upper() == "WHERE":
-        shape["predicate"] = _text(rest[1:])
+        shape["predicate"] = _strip_parens(_text(rest[1:]))
     return shape
 
 

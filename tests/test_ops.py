@@ -595,6 +595,210 @@ def test_create_index_refuses_a_same_named_index_on_another_table(engine, migrat
     )
 
 
+# Same-named indexes whose shape differs from what the call would create, in more
+# than columns and uniqueness: (the index present, the call's arguments, the difference
+# on each dialect).
+INDEX_SHAPE_CONFLICTS = [
+    pytest.param(
+        "CREATE INDEX ix_widgets ON widgets (name) WHERE status = 'new'",
+        {},
+        {
+            "postgresql": "index ix_widgets: predicate is ((status)::text = 'new'::text), "
+            "expected none",
+            "sqlite": "index ix_widgets: predicate is status = 'new', expected none",
+        },
+        id="a-predicate-found",
+    ),
+    pytest.param(
+        "CREATE INDEX ix_widgets ON widgets (name)",
+        {"postgresql_where": sa.text("status = 'new'"), "sqlite_where": sa.text("status = 'new'")},
+        {
+            "postgresql": "index ix_widgets: predicate is none, "
+            "expected ((status)::text = 'new'::text)",
+            "sqlite": "index ix_widgets: predicate is none, expected status = 'new'",
+        },
+        id="a-predicate-expected",
+    ),
+    pytest.param(
+        "CREATE INDEX ix_widgets ON widgets (name DESC)",
+        {},
+        {
+            "postgresql": "index ix_widgets: keys are (name DESC), expected (name)",
+            "sqlite": "index ix_widgets: keys are (name desc), expected (name)",
+        },
+        id="another-sort-order",
+    ),
+]
+
+
+@pytest.mark.parametrize(("present", "arguments", "difference"), INDEX_SHAPE_CONFLICTS)
+def test_create_index_refuses_an_index_of_another_shape(
+    engine, migration_ops, present, arguments, difference
+):
+    create_tables(engine, widget_columns())
+    execute(engine, present)
+    before = catalog(engine)
+
+    with pytest.raises(ShapeConflict) as raised:
+        ops.create_index_if_missing("ix_widgets", "widgets", ["name"], **arguments)
+
+    assert str(raised.value) == (
+        f"index ix_widgets exists with another shape: {difference[engine.dialect.name]}"
+    )
+    assert catalog_in(migration_ops) == before
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize(
+    ("present", "difference"),
+    [
+        pytest.param(
+            "CREATE INDEX ix_widgets ON widgets USING hash (name)",
+            "index ix_widgets: method is hash, expected btree",
+            id="another-method",
+        ),
+        pytest.param(
+            "CREATE INDEX ix_widgets ON widgets (name varchar_pattern_ops)",
+            "index ix_widgets: keys are (name varchar_pattern_ops), expected (name)",
+            id="another-operator-class",
+        ),
+    ],
+)
+def test_create_index_refuses_another_method_or_operator_class(
+    pg_engine, pg_ops, present, difference
+):
+    create_tables(pg_engine, widget_columns())
+    execute(pg_engine, present)
+    before = catalog(pg_engine)
+
+    with pytest.raises(ShapeConflict) as raised:
+        ops.create_index_if_missing("ix_widgets", "widgets", ["name"])
+
+    assert str(raised.value) == f"index ix_widgets exists with another shape: {difference}"
+    assert catalog_in(pg_ops) == before
+
+
+def test_create_index_is_a_no_op_on_an_index_with_the_same_predicate_spelled_otherwise(
+    engine, migration_ops
+):
+    create_tables(engine, widget_columns())
+    execute(engine, "CREATE INDEX ix_widgets ON widgets (name) WHERE (status = 'new')")
+    before = catalog(engine)
+
+    where = sa.text("status='new'")
+    ops.create_index_if_missing(
+        "ix_widgets", "widgets", ["name"], postgresql_where=where, sqlite_where=where
+    )
+
+    assert catalog_in(migration_ops) == before
+
+
+@pytest.mark.postgresql
+def test_create_index_concurrently_builds_outside_the_revisions_transaction(pg_engine):
+    create_tables(pg_engine, widget_columns())
+    with pg_engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        with Operations.context(context), context.begin_transaction():
+            ops.create_index_if_missing("ix_widgets", "widgets", ["name"], concurrently=True)
+            # Built and committed in an autocommit block: another session sees it now.
+            assert index_catalog(pg_engine) == [
+                ("ix_widgets", "CREATE INDEX ix_widgets ON public.widgets USING btree (name)", True)
+            ]
+            ops.create_index_if_missing("ix_widgets", "widgets", ["name"], concurrently=True)
+    assert [name for name, _, _ in index_catalog(pg_engine)] == ["ix_widgets"]
+
+
+def index_catalog(engine: Engine) -> list[tuple[str, str, bool]]:
+    """Return (name, definition, valid) of every index on widgets, from another session."""
+    with engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.exec_driver_sql(
+                "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = 'widgets'::regclass AND NOT i.indisprimary ORDER BY 1"
+            )
+        ]
+
+
+@pytest.mark.postgresql
+def test_create_index_concurrently_rebuilds_an_invalid_leftover(pg_engine):
+    create_tables(pg_engine, widget_columns())
+    execute(
+        pg_engine,
+        "CREATE INDEX ix_widgets ON widgets (name)",
+        # What an interrupted CREATE INDEX CONCURRENTLY leaves behind.
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_widgets'::regclass",
+    )
+    oid_before = scalar_of(pg_engine, "SELECT 'ix_widgets'::regclass::oid")
+    with pg_engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        with Operations.context(context), context.begin_transaction():
+            ops.create_index_if_missing("ix_widgets", "widgets", ["name"], concurrently=True)
+
+    assert index_catalog(pg_engine) == [
+        ("ix_widgets", "CREATE INDEX ix_widgets ON public.widgets USING btree (name)", True)
+    ]
+    assert scalar_of(pg_engine, "SELECT 'ix_widgets'::regclass::oid") != oid_before
+
+
+@pytest.mark.postgresql
+def test_create_index_refuses_an_invalid_index_when_not_building_concurrently(pg_engine, pg_ops):
+    create_tables(pg_engine, widget_columns())
+    execute(
+        pg_engine,
+        "CREATE INDEX ix_widgets ON widgets (name)",
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'ix_widgets'::regclass",
+    )
+    before = catalog(pg_engine)
+
+    with pytest.raises(ShapeConflict) as raised:
+        ops.create_index_if_missing("ix_widgets", "widgets", ["name"])
+
+    assert str(raised.value) == (
+        "index ix_widgets exists with another shape: "
+        "index ix_widgets: validity is INVALID (a failed concurrent build), expected valid"
+    )
+    assert catalog_in(pg_ops) == before
+
+
+def scalar_of(engine: Engine, sql: str) -> Any:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql(sql).scalar()
+
+
+@pytest.mark.postgresql
+def test_drop_index_concurrently_drops_outside_the_revisions_transaction(pg_engine):
+    create_tables(pg_engine, widget_columns())
+    execute(pg_engine, "CREATE INDEX ix_widgets ON widgets (name)")
+    with pg_engine.connect() as connection:
+        context = MigrationContext.configure(connection)
+        with Operations.context(context), context.begin_transaction():
+            ops.drop_index_if_present("ix_widgets", table="widgets", concurrently=True)
+            assert index_catalog(pg_engine) == []
+            ops.drop_index_if_present("ix_widgets", table="widgets", concurrently=True)
+
+
+def test_offline_concurrent_builds_leave_the_transaction(tmp_path):
+    buffer = io.StringIO()
+    context = MigrationContext.configure(
+        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": buffer}
+    )
+    with Operations.context(context):
+        ops.create_index_if_missing("ix_widgets", "widgets", ["name"], concurrently=True)
+        ops.drop_index_if_present("ix_widgets", table="widgets", concurrently=True)
+
+    statements = [" ".join(s.split()) for s in buffer.getvalue().split(";\n") if s.strip()]
+    assert statements == [
+        "COMMIT",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_widgets ON widgets (name)",
+        "BEGIN",
+        "COMMIT",
+        "DROP INDEX CONCURRENTLY IF EXISTS ix_widgets",
+        "BEGIN",
+    ]
+
+
 # -- drop_index_if_present --------------------------------------------------------
 
 

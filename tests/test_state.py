@@ -915,3 +915,147 @@ def test_several_heads_raise_multiple_heads_with_the_ids_and_a_merge_hint(engine
         f"the revision history has 2 heads: {', '.join(raised.value.heads)}; "
         'merge them with `alembic merge heads -m "merge"`'
     )
+
+
+# -- SQLite keeps the proof for what SQLite has ---------------------------------------
+
+DM = "detected_materials"
+
+# Changes to the SQLite schema at head: a table rebuilt from its own DDL with
+# one piece replaced, or an object added; and the difference reported.
+SQLITE_CHANGES = {
+    "check constraint": (
+        ("rebuild", "ON DELETE CASCADE\n", "ON DELETE CASCADE, CHECK (confidence >= 0)\n"),
+        "check constraint (confidence >= 0) on detected_materials is unexpected",
+    ),
+    "named check constraint": (
+        (
+            "rebuild",
+            "ON DELETE CASCADE\n",
+            "ON DELETE CASCADE, CONSTRAINT ck_confidence CHECK (confidence >= 0)\n",
+        ),
+        "check constraint ck_confidence on detected_materials is unexpected",
+    ),
+    "column collation": (
+        (
+            "rebuild",
+            "material_name VARCHAR(100) NOT NULL",
+            "material_name VARCHAR(100) COLLATE NOCASE NOT NULL",
+        ),
+        "column detected_materials.material_name: collation is NOCASE, expected none",
+    ),
+    "generated column": (
+        ("rebuild", "category VARCHAR(50),", "category VARCHAR(50) AS (upper(material_name)),"),
+        "column detected_materials.category: generated is upper(material_name) VIRTUAL, "
+        "expected none",
+    ),
+    "foreign key deferred": (
+        ("rebuild", "ON DELETE CASCADE\n", "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED\n"),
+        (
+            "foreign key detected_materials_job_id_fkey on detected_materials: deferrability is "
+            "DEFERRABLE, expected NOT DEFERRABLE",
+            "foreign key detected_materials_job_id_fkey on detected_materials: initial check is "
+            "INITIALLY DEFERRED, expected INITIALLY IMMEDIATE",
+        ),
+    ),
+    "foreign key on update": (
+        ("rebuild", "ON DELETE CASCADE\n", "ON DELETE CASCADE ON UPDATE CASCADE\n"),
+        "foreign key detected_materials_job_id_fkey on detected_materials: on update is "
+        "cascade, expected no action",
+    ),
+    "partial index": (
+        (
+            "sql",
+            "DROP INDEX ix_detected_materials_category",
+            "CREATE INDEX ix_detected_materials_category ON detected_materials (category) "
+            "WHERE category IS NOT NULL",
+        ),
+        "index ix_detected_materials_category: predicate is category is not null, expected none",
+    ),
+    "index sort order": (
+        (
+            "sql",
+            "DROP INDEX ix_detected_materials_confidence",
+            "CREATE INDEX ix_detected_materials_confidence ON detected_materials (confidence DESC)",
+        ),
+        "index ix_detected_materials_confidence: keys are (confidence desc), expected (confidence)",
+    ),
+    "index collation": (
+        (
+            "sql",
+            "DROP INDEX ix_detected_materials_material_name_pattern",
+            "CREATE INDEX ix_detected_materials_material_name_pattern "
+            "ON detected_materials (material_name COLLATE NOCASE)",
+        ),
+        "index ix_detected_materials_material_name_pattern: keys are "
+        "(material_name collate nocase), expected (material_name)",
+    ),
+    "expression index": (
+        ("sql", "CREATE INDEX ix_lower_name ON detected_materials (lower(material_name))"),
+        "index ix_lower_name is unexpected",
+    ),
+    "trigger": (
+        (
+            "sql",
+            "CREATE TRIGGER trg_keep AFTER DELETE ON detected_materials "
+            "BEGIN SELECT RAISE(ABORT, 'kept'); END",
+        ),
+        "trigger trg_keep on detected_materials is unexpected",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SQLITE_CHANGES))
+def test_sqlite_reports_every_property_it_holds(sqlite_url, name):
+    (how, *args), differences = SQLITE_CHANGES[name]
+    engine = create_engine(sqlite_url)
+    try:
+        run(engine, "upgrade", HEAD)
+        if how == "rebuild":
+            rebuild_sqlite_table(engine, DM, *args)
+        else:
+            execute(engine, *args)
+
+        assert state_of(engine) == drifted(
+            *((differences,) if isinstance(differences, str) else differences)
+        )
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_spelling_of_an_index_does_not_count(sqlite_url):
+    engine = create_engine(sqlite_url)
+    try:
+        run(engine, "upgrade", HEAD)
+        execute(
+            engine,
+            "DROP INDEX ix_detected_materials_job_id_confidence",
+            'CREATE  INDEX "ix_detected_materials_job_id_confidence" ON detected_materials '
+            '( "job_id" ,confidence )',
+        )
+
+        assert state_of(engine) == UP_TO_DATE
+    finally:
+        engine.dispose()
+
+
+# -- the ledger's format -------------------------------------------------------------------
+
+
+def test_a_ledger_of_an_older_format_reads_stale_naming_why(engine, copied):
+    reach(engine, "up_to_date")
+    edit_ledger(copied, lambda data: data.update(format=1))
+
+    with pytest.raises(SchemaUnknown) as raised:
+        state_of(engine, config=copied.config)
+
+    assert str(raised.value) == (
+        "the ledger is stale (the ledger is in format 1, and this migsupport reads format 2) "
+        "and no scratch database may be used to replay the history; regenerate it with "
+        "`manage.py alembic_ledger` where a scratch database can be made"
+    )
+    report = state_of(engine, config=copied.config, replay=True)
+    assert (report.state, report.ledger, report.schema_source) == ("up_to_date", "stale", "replay")
+    assert report.ledger_problems == (
+        "the ledger is in format 1, and this migsupport reads format 2",
+    )
