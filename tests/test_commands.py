@@ -7,10 +7,10 @@ import sys
 
 import sqlalchemy as sa
 
-from tests.catalog import catalog
-from tests.commands import clean_environ, manage, shown
-from tests.conftest import PROJECT
-from tests.migrate import run
+from tests.support.catalog import catalog
+from tests.support.commands import clean_environ, manage, shown
+from tests.support.migrate import run
+from tests.support.project import PROJECT
 
 
 def test_alembic_upgrade_applies_every_revision_and_reports_each(database_url, engine):

@@ -9,16 +9,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from migsupport.engine import create_engine
-from tests.catalog import catalog, table_rows
-from tests.conftest import PRODUCTION_SCHEMA, PROJECT, create_pg_database, drop_pg_database
-from tests.migrate import run
+from tests.support.catalog import catalog, table_rows
+from tests.support.migrate import run
+from tests.support.project import PRODUCTION_SCHEMA, PROJECT, load_production_schema
+from tests.support.server import create_pg_database, drop_pg_database
 
 BASELINE = "b662310f1380"
-
-
-def load_production_schema(engine: Engine) -> None:
-    with engine.begin() as connection:
-        connection.exec_driver_sql(PRODUCTION_SCHEMA.read_text())
 
 
 def test_committed_copy_equals_the_shared_production_schema():
