@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -11,17 +12,55 @@ from sqlalchemy.engine import Engine
 from migsupport.engine import create_engine
 from tests.support.catalog import catalog, table_rows
 from tests.support.migrate import run
-from tests.support.project import PRODUCTION_SCHEMA, PROJECT, load_production_schema
-from tests.support.server import create_pg_database, drop_pg_database
+from tests.support.project import (
+    PRODUCTION_SCHEMA,
+    ddl_statements,
+    load_production_schema,
+    shared_production_schema,
+)
+from tests.support.server import IN_CI, create_pg_database, drop_pg_database
 
 BASELINE = "b662310f1380"
+# The SHA-256 of the deployed schema's statements (``ddl_statements``), one per line.
+DEPLOYED_DDL_SHA256 = "69d99d2061b4b063f0ea93cfd089f8798f7c8016fb5ae992f0da612f1c616ce7"
 
 
-def test_committed_copy_equals_the_shared_production_schema():
-    shared = PROJECT.parent / "shared" / "production_schema.sql"
-    if not shared.exists():
-        pytest.skip(f"no shared/production_schema.sql beside the project at {shared}")
-    assert PRODUCTION_SCHEMA.read_bytes() == shared.read_bytes()
+def production_schema_sql() -> str:
+    """Return the repository's copy of the deployed DDL; without it, fail under CI=true."""
+    if not PRODUCTION_SCHEMA.is_file():
+        message = f"the deployed schema {PRODUCTION_SCHEMA} is missing from the checkout"
+        if IN_CI:
+            pytest.fail(f"CI=true but {message}", pytrace=False)
+        pytest.skip(f"SKIPPED: {message}")
+    return PRODUCTION_SCHEMA.read_text()
+
+
+def test_committed_copy_has_the_ddl_of_the_deployed_schema():
+    statements = ddl_statements(production_schema_sql())
+    digest = hashlib.sha256("\n".join(statements).encode()).hexdigest()
+    # The deployed DDL never changes; a change to the copy's statements must be deliberate.
+    assert (len(statements), digest) == (7, DEPLOYED_DDL_SHA256)
+    shared = shared_production_schema()
+    if shared is not None:  # the file the project was given, where the checkout has it
+        assert statements == ddl_statements(shared.read_text()), shared
+
+
+def test_a_missing_copy_fails_under_ci_and_skips_loudly_elsewhere(monkeypatch, tmp_path):
+    missing = tmp_path / "production_schema.sql"
+    monkeypatch.setattr(sys.modules[__name__], "PRODUCTION_SCHEMA", missing)
+    monkeypatch.setattr(sys.modules[__name__], "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        production_schema_sql()
+    assert (
+        str(failed.value)
+        == f"CI=true but the deployed schema {missing} is missing from the checkout"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        production_schema_sql()
+    assert (
+        str(skipped.value) == f"SKIPPED: the deployed schema {missing} is missing from the checkout"
+    )
 
 
 @pytest.mark.postgresql
@@ -101,4 +140,4 @@ def test_head_over_the_existing_production_schema_equals_a_fresh_head(pg_server,
 
 
 def test_production_schema_file_is_where_the_tests_expect_it():
-    assert Path(PRODUCTION_SCHEMA).read_text().count("CREATE INDEX") == 4
+    assert production_schema_sql().count("CREATE INDEX") == 4
