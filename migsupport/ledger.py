@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,9 +179,3 @@ class Ledger:
                 schema[dialect] = {"digest": after.digest(), "delta": _delta(below, after)}
             entries[revision] = {"down_revision": down, "checksum": checksum, "schema": schema}
         return Ledger(entries=entries)
-
-
-def dialects_recorded(ledger: Ledger, order: Sequence[str]) -> set[str]:
-    """Return the dialects with a schema recorded for every revision of ``order``."""
-    sets = [set(ledger.entries.get(r, {}).get("schema", {})) for r in order]
-    return set.intersection(*sets) if sets else set()

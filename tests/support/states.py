@@ -1,4 +1,4 @@
-"""Databases in each state of DESIGN.md, reached for real, and copies of the project's scripts.
+"""Databases in every state ``migsupport.state`` knows, reached for real; copies of the scripts.
 
 Every state is built the way it happens in the field: the migrations run
 (unguarded, through ``tests.support.migrate``), the deployed DDL loaded, an index
