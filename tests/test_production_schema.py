@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
+from migsupport import api
 from migsupport.engine import create_engine
 from tests.support.catalog import catalog, table_rows
+from tests.support.commands import COMMAND_TIMEOUT, command_environ, manage
 from tests.support.migrate import run
 from tests.support.project import (
     PRODUCTION_SCHEMA,
+    PROJECT,
     ddl_statements,
     load_production_schema,
     shared_production_schema,
 )
 from tests.support.server import IN_CI, create_pg_database, drop_pg_database
+from tests.support.states import HEAD, execute, versions
 
 BASELINE = "b662310f1380"
 # The SHA-256 of the deployed schema's statements (``ddl_statements``), one per line.
@@ -141,3 +147,56 @@ def test_head_over_the_existing_production_schema_equals_a_fresh_head(pg_server,
 
 def test_production_schema_file_is_where_the_tests_expect_it():
     assert production_schema_sql().count("CREATE INDEX") == 4
+
+
+def plain_alembic(url: URL, *args: str) -> subprocess.CompletedProcess:
+    """Run the plain, unguarded Alembic CLI from the project root on ``url``."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), *args],
+        cwd=PROJECT,
+        env=command_environ(url),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+@pytest.mark.postgresql
+def test_plain_alembic_upgrade_head_runs_through_on_the_production_schema(pg_url, pg_engine):
+    load_production_schema(pg_engine)
+
+    result = plain_alembic(pg_url, "upgrade", "head")
+
+    assert result.returncode == 0, result.stderr
+    assert "already exists" not in result.stderr
+    assert versions(pg_engine) == [HEAD]
+    with pg_engine.connect() as connection:
+        assert api.inspect_state(connection, replay=False).state == "up_to_date"
+
+
+@pytest.mark.postgresql
+def test_plain_alembic_records_the_head_over_drift_that_the_guarded_upgrade_refuses(
+    pg_server, pg_url, pg_engine
+):
+    load_production_schema(pg_engine)
+    execute(pg_engine, "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER")
+    guarded_url = create_pg_database(pg_server)
+    guarded = create_engine(guarded_url)
+    try:
+        load_production_schema(guarded)
+        execute(guarded, "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER")
+
+        plain = plain_alembic(pg_url, "upgrade", "head")
+        refused = manage("alembic_upgrade", database_url=guarded_url)
+
+        assert plain.returncode == 0, plain.stderr
+        assert versions(pg_engine) == [HEAD]  # recorded, although the schema is not the head's
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr.endswith(
+            "CommandError: refused: no version is recorded, and the schema equals no revision "
+            f"(nearest: {BASELINE}); nothing was changed\n"
+        )
+        assert versions(guarded) is None
+    finally:
+        guarded.dispose()
+        drop_pg_database(pg_server, guarded_url)
