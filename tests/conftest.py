@@ -13,13 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
-from tests.support.server import IN_CI, create_pg_database, drop_pg_database, server_url
+from tests.support.server import (
+    IN_CI,
+    create_pg_database,
+    drop_pg_database,
+    server_url,
+    unreachable,
+)
 
 _pg_unavailable: list[str] = []
 
@@ -28,16 +33,8 @@ _pg_unavailable: list[str] = []
 def pg_server() -> URL:
     """Return the PostgreSQL server's URL, or skip (fail under CI) without one."""
     url = server_url()
-    try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except sa.exc.OperationalError as exc:
-        reason = (
-            f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}"
-        )
+    reason = unreachable(url)
+    if reason:
         if IN_CI:
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         _pg_unavailable.append(reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -163,7 +164,7 @@ def test_start_up_without_secret_key_fails_with_a_clear_line():
 
 def _settings_value(expression: str, **env: str) -> str:
     environ = clean_environ("DATABASE_URL")
-    environ.update(env, SECRET_KEY="x", DJANGO_SETTINGS_MODULE="config.settings")
+    environ.update({"SECRET_KEY": "x", "DJANGO_SETTINGS_MODULE": "config.settings", **env})
     code = f"from django.conf import settings; print({expression})"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT, env=environ, capture_output=True, text=True
@@ -189,3 +190,15 @@ def test_database_url_selects_postgresql_through_psycopg():
         )
         == "django.db.backends.postgresql db.internal 5433 materials"
     )
+
+
+def test_each_test_run_names_its_postgresql_test_database_uniquely():
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    expression = "settings.DATABASES['default']['TEST']['NAME']"
+    names = {
+        _settings_value(expression, DATABASE_URL=url, DJANGO_SETTINGS_MODULE="tests.settings")
+        for _ in range(2)
+    }
+
+    assert len(names) == 2, names
+    assert all(re.fullmatch(r"test_materials_[0-9a-f]{12}", name) for name in names), names

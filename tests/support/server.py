@@ -8,6 +8,7 @@ tests skip loudly; under ``CI=true`` they fail instead (``fail_or_skip``).
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
@@ -27,6 +28,27 @@ def server_url() -> URL:
     """Return the test server's URL, with the driver migsupport uses."""
     url = sa.make_url(PG_SERVER_URL)
     return url.set(drivername="postgresql+psycopg")
+
+
+def unreachable(url: URL | str) -> str | None:
+    """Return why the PostgreSQL server at ``url`` does not answer, or None when it does.
+
+    The reason is one line, naming the server with its password masked.
+    """
+    url = sa.make_url(url).set(drivername="postgresql+psycopg")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        detail = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        if url.password:
+            detail = detail.replace(str(url.password), "***")
+        shown = url.set(drivername="postgresql").render_as_string(hide_password=True)
+        return f"PostgreSQL is not reachable at {shown}: {detail}"
+    finally:
+        engine.dispose()
+    return None
 
 
 def fail_or_skip(reason: str) -> None:
@@ -71,3 +93,10 @@ def scratch_databases(server: URL) -> set[str]:
             )
     finally:
         engine.dispose()
+
+
+if __name__ == "__main__":
+    # ``python -m tests.support.server URL``: the Makefile's probe of the server a run uses.
+    reason = unreachable(sys.argv[1] if len(sys.argv) > 1 else PG_SERVER_URL)
+    if reason:
+        sys.exit(reason)
