@@ -34,7 +34,7 @@ run ends, Ctrl-C and SIGTERM included.
 
 Run from the project root::
 
-    .venv/bin/python benchmarks/bench_admin.py [--repeat 5] [--large 1000000]
+    .venv/bin/python benchmarks/bench_admin.py [--repeat 5] [--large 1000000] [--smoke]
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ import sqlalchemy as sa
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
+
+from benchmarks import smoke  # noqa: E402
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PREFIX = "bench_admin_"
@@ -187,7 +189,7 @@ def add_big_job(databases: Databases, database: str, materials: int) -> None:
     )
 
 
-def prepare(databases: Databases, label: str, materials: int, big_job: bool) -> sa.URL:
+def prepare(databases: Databases, label: str, materials: int, big_job: int) -> sa.URL:
     url = databases.create(label)
     started = time.perf_counter()
     log(f"[{url.database}] migrate, alembic_upgrade, load_demo_data --materials {materials:,}")
@@ -195,7 +197,7 @@ def prepare(databases: Databases, label: str, materials: int, big_job: bool) -> 
     manage(url, "alembic_upgrade")
     manage(url, "load_demo_data", "--materials", str(materials), "--seed", str(SEED))
     if big_job:
-        add_big_job(databases, url.database, BIG_JOB_MATERIALS)
+        add_big_job(databases, url.database, big_job)
     databases.execute("VACUUM ANALYZE", url.database)
     log(f"[{url.database}] ready in {time.perf_counter() - started:.0f}s")
     return url
@@ -313,7 +315,7 @@ class Measurement:
         return statistics.median(samples) * 1000 if samples else None
 
 
-def pick_pages() -> list[Page]:
+def pick_pages(big_job_materials: int = BIG_JOB_MATERIALS) -> list[Page]:
     """The pages to measure, with the ids and dates of each database's rows."""
     from django.db import connections
 
@@ -334,7 +336,7 @@ def pick_pages() -> list[Page]:
                 cursor.execute(
                     "SELECT job_id FROM detected_materials GROUP BY job_id "
                     "HAVING COUNT(*) >= %s LIMIT 1",
-                    [BIG_JOB_MATERIALS],
+                    [big_job_materials],
                 )
                 found = cursor.fetchone()
                 per_size[size]["big_job"] = found[0] if found else None
@@ -373,7 +375,7 @@ def pick_pages() -> list[Page]:
         pages.append(
             Page(
                 "big_job",
-                f"job page ({BIG_JOB_MATERIALS:,} materials)",
+                f"job page ({big_job_materials:,} materials)",
                 {"large": f"materials/materialdetectionjob/{big_job}/change/"},
                 default_repeat=1,
             )
@@ -533,7 +535,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip the phase without the indexes",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--big-job",
+        type=int,
+        default=BIG_JOB_MATERIALS,
+        metavar="N",
+        help=f"materials of the one big job in the large database (default {BIG_JOB_MATERIALS:,})",
+    )
+    smoke.add_argument(parser)
+    args = smoke.apply(parser.parse_args(argv), small=200, large=400, repeat=1, big_job=20)
     args.index_names = [name for name in args.indexes.split(",") if name]
     unknown = set(args.index_names) - set(INDEXES)
     if unknown:
@@ -553,12 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     phases: list[tuple[str, list[Page], dict[str, Measurement]]] = []
     django_ready = False
     try:
-        small = prepare(databases, "small", args.small, big_job=False)
-        large = prepare(databases, "large", args.large, big_job=True)
+        small = prepare(databases, "small", args.small, big_job=0)
+        large = prepare(databases, "large", args.large, big_job=args.big_job)
         setup_django(small, large)
         django_ready = True
         clients = make_clients()
-        pages = pick_pages()
+        pages = pick_pages(args.big_job)
         steps: list[tuple[str, Callable[[str], None]]] = []
         if not args.only_with_indexes:
             steps.append(

@@ -7,7 +7,7 @@ For each history size N (default 10, 50 and 100 revisions) it:
    TIMESTAMPTZ defaulting to now(), a foreign key to a table of an earlier
    revision, an index), so the schema grows to 10 * N tables;
 2. records its ledger by replaying it on a scratch database
-   (``migsupport.history.replay_schemas``);
+   (``migsupport.history.replay_schemas``, on migsupport's own scratch database);
 3. upgrades a scratch database of its own to head and deletes
    ``alembic_version``, so that the database is ``unversioned``;
 4. times, interleaved and repeated, (a) the baseline: a fresh connection and
@@ -19,13 +19,15 @@ It prints, per size, the medians and their ratio (b)/(a); the ratio is what
 counts, since both are measured in the same run on the same server. The goal
 (issue 3) is a ratio of at most 2, flat in the number of revisions.
 
-Every scratch database it creates is named ``bench_state_...`` and dropped
-however the run ends, Ctrl-C included. ``--profile`` adds a cProfile of one
+Every scratch database it creates is named ``bench_state_...`` (the replay's,
+``migsupport_scratch_...``) and dropped however the run ends, Ctrl-C included.
+``--smoke`` runs 1 and 2 revisions once each, to check that it still runs.
+``--profile`` adds a cProfile of one
 detection at the largest size.
 
 Run from the project root::
 
-    .venv/bin/python benchmarks/bench_state.py [--revisions 10,50,100] [--repeat N]
+    .venv/bin/python benchmarks/bench_state.py [--revisions 10,50,100] [--repeat N] [--smoke]
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -70,7 +71,7 @@ django.setup()
 from alembic import command  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
-from migsupport import history  # noqa: E402
+from benchmarks import smoke  # noqa: E402
 from migsupport.api import alembic_config, inspect_state  # noqa: E402
 from migsupport.engine import create_engine, safe_url  # noqa: E402
 from migsupport.history import replay_schemas  # noqa: E402
@@ -223,12 +224,8 @@ class Databases:
                 signal.signal(sig, handler)
 
     @contextlib.contextmanager
-    def scratch(self, server: URL | None = None, *, keep: bool = False) -> Iterator[URL]:
-        """Yield a new database on this run's server; drop it afterwards.
-
-        It takes the arguments of ``migsupport.scratch.scratch_database``, and
-        ignores them: the database is always on this run's server, and dropped.
-        """
+    def scratch(self) -> Iterator[URL]:
+        """Yield a new database on this run's server; drop it afterwards."""
         url = self.create()
         try:
             yield url
@@ -300,11 +297,8 @@ def run_size(
         scripts = ScriptDirectory.from_config(config)
 
         log(f"[{count} revisions] replaying the history to record the ledger")
-        # The replay's scratch database is made by this run's tracker, so that
-        # it too is dropped whenever the run is interrupted (migsupport's own
-        # scratch_database can leave it behind on a Ctrl-C during CREATE or DROP).
-        with mock.patch.object(history, "scratch_database", databases.scratch):
-            path = write_ledger(databases.server, config, scripts)
+        # On migsupport's own scratch database, which it drops however the replay ends.
+        path = write_ledger(databases.server, config, scripts)
         checkpoint()
 
         with databases.scratch() as url:
@@ -441,7 +435,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also print a cProfile of one detection at the largest size",
     )
-    args = parser.parse_args(argv)
+    smoke.add_argument(parser)
+    args = smoke.apply(parser.parse_args(argv), revisions="1,2", repeat=1)
     try:
         args.sizes = sorted({int(n) for n in args.revisions.split(",") if n.strip()})
     except ValueError:

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,19 +19,19 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from django.db import DEFAULT_DB_ALIAS
 
 from migsupport import conf
 from migsupport.backup import backup
 from migsupport.bridge import django_table_names, ownership
-from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
+from migsupport.deploy import BASE, UpgradePlan, plan_stamp, plan_upgrade, resolve_revision
 from migsupport.differences import Difference, ObjectRef
 from migsupport.engine import engine_for_alias, error_line, safe_url, url_for_alias
 from migsupport.exceptions import MigsupportError, SchemaDrift
 from migsupport.history import load_scripts, migrate, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
+from migsupport.locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from migsupport.locking import deploy_lock
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 from migsupport.state import (
@@ -41,7 +41,6 @@ from migsupport.state import (
     owned_schema,
     recorded_versions,
     refuse_if_elsewhere,
-    shown_version,
     single_head,
 )
 from migsupport.verify import VerifyReport
@@ -140,12 +139,6 @@ def script_directory(config: Config | None = None) -> ScriptDirectory:
     return load_scripts(config or alembic_config())
 
 
-def current_heads(connection: sa.Connection) -> tuple[str, ...]:
-    """Return the versions recorded in the database, without creating anything."""
-    context = MigrationContext.configure(connection, opts={"version_table": conf.version_table()})
-    return tuple(context.get_current_heads())
-
-
 # -- state ---------------------------------------------------------------------
 
 
@@ -220,16 +213,9 @@ def status(database: str = DEFAULT_DB_ALIAS, *, replay: bool = True) -> StatusRe
     """Return the state of ``database``, without changing anything."""
     _require_existing_sqlite_file(database)
     engine = engine_for_alias(database, application_name="migsupport alembic_status")
-    try:
-        with engine.connect() as connection:
-            _read_one_snapshot(connection)
-            report = inspect_state(
-                connection, config=alembic_config(database=database), replay=replay
-            )
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
-    finally:
-        engine.dispose()
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        _read_one_snapshot(connection)
+        report = inspect_state(connection, config=alembic_config(database=database), replay=replay)
     return StatusResult(database=database, url=safe_url(engine.url), report=report)
 
 
@@ -256,6 +242,21 @@ def _require_existing_sqlite_file(database: str) -> None:
         and not Path(url.database).exists()
     ):
         raise DatabaseUnavailable(f"{safe_url(url)}: the database file does not exist")
+
+
+@contextlib.contextmanager
+def _unavailable_on_driver_error(url: sa.URL, engine: sa.Engine | None = None) -> Iterator[None]:
+    """Turn a driver error inside the block into :class:`DatabaseUnavailable` naming ``url``.
+
+    ``engine``, if given, is disposed of however the block ends.
+    """
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailable(_database_error(exc, url)) from exc
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def _database_error(exc: sa.exc.DBAPIError, url: sa.URL | None = None) -> str:
@@ -301,7 +302,7 @@ def upgrade(
     plan: bool = False,
     sql: bool = False,
     baseline: bool = True,
-    lock_timeout: float = 300.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     backup_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> UpgradeResult:
@@ -316,25 +317,20 @@ def upgrade(
     """
     knowledge, target, engine = _prepare(database, revision, "alembic_upgrade")
     url = safe_url(engine.url)
-    try:
-        with engine.connect() as connection:
-            if plan or sql:
-                # Read-only paths take no lock: they never write.
-                _read_one_snapshot(connection)
-                decided, result = _decide(connection, knowledge, database, url, target, baseline)
-                result = dataclasses.replace(result, dry_run=True)
-                if sql:
-                    result = dataclasses.replace(result, sql=_offline_sql(database, decided))
-                return result
-            with _deploy_lock(connection, database, lock_timeout, progress):
-                _emit(progress, "lock_acquired")
-                return _guarded_upgrade(
-                    connection, knowledge, database, url, target, baseline, backup_dir, progress
-                )
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
-    finally:
-        engine.dispose()
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        if plan or sql:
+            # Read-only paths take no lock: they never write.
+            _read_one_snapshot(connection)
+            decided, result = _decide(connection, knowledge, database, url, target, baseline)
+            result = dataclasses.replace(result, dry_run=True)
+            if sql:
+                result = dataclasses.replace(result, sql=_offline_sql(database, decided))
+            return result
+        with _deploy_lock(connection, database, lock_timeout, progress):
+            _emit(progress, "lock_acquired")
+            return _guarded_upgrade(
+                connection, knowledge, database, url, target, baseline, backup_dir, progress
+            )
 
 
 def _decide(
@@ -485,6 +481,9 @@ def _failure_message(
 def _offline_sql(database: str, decided: UpgradePlan) -> str:
     """Return the SQL of the plan, from Alembic's offline mode, for review."""
     buffer = io.StringIO()
+    if not decided.changes_anything:
+        buffer.write(f"-- Nothing to do: the database is at {decided.target}; there is no SQL.\n")
+        return buffer.getvalue()
     config = alembic_config(database=database)
     config.output_buffer = buffer
     if decided.baseline:
@@ -502,7 +501,7 @@ def stamp(
     database: str = DEFAULT_DB_ALIAS,
     plan: bool = False,
     force: bool = False,
-    lock_timeout: float = 300.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> StampResult:
     """Record ``revision`` as the version of ``database`` only when its schema proves it.
@@ -513,57 +512,43 @@ def stamp(
     """
     knowledge, target, engine = _prepare(database, revision, "alembic_stamp")
     url = safe_url(engine.url)
-    try:
-        with engine.connect() as connection:
-            # --plan only reads: it takes no lock.
-            if plan:
-                _read_one_snapshot(connection)
-            lock = (
-                contextlib.nullcontext()
-                if plan
-                else _deploy_lock(connection, database, lock_timeout, progress)
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        # --plan only reads: it takes no lock.
+        if plan:
+            _read_one_snapshot(connection)
+        lock = (
+            contextlib.nullcontext()
+            if plan
+            else _deploy_lock(connection, database, lock_timeout, progress)
+        )
+        with lock:
+            current = recorded_versions(connection)
+            everything = take_snapshot(connection, hidden=django_table_names())
+            refuse_if_elsewhere(connection, everything, current)
+            connection.rollback()
+            schemas = knowledge.schemas(connection.dialect.name)
+            live, unowned = everything.split(ownership(schemas.values()))
+            expected = Snapshot() if target == BASE else schemas[target]
+            decided = plan_stamp(target, current, tuple(compare(live, expected)), force=force)
+            result = StampResult(
+                database=database,
+                url=url,
+                target=target,
+                current=decided.current,
+                proven=decided.proven,
+                differences=decided.differences,
+                stamped=False,
+                dry_run=plan,
+                unowned=unowned,
             )
-            with lock:
-                current = recorded_versions(connection)
-                everything = take_snapshot(connection, hidden=django_table_names())
-                refuse_if_elsewhere(connection, everything, current)
-                connection.rollback()
-                schemas = knowledge.schemas(connection.dialect.name)
-                live, unowned = everything.split(ownership(schemas.values()))
-                expected = Snapshot() if target == BASE else schemas[target]
-                differences = tuple(compare(live, expected))
-                result = StampResult(
-                    database=database,
-                    url=url,
-                    target=target,
-                    current=",".join(map(shown_version, current)) or None,
-                    proven=not differences,
-                    differences=differences,
-                    stamped=False,
-                    dry_run=plan,
-                    unowned=unowned,
-                )
-                wanted = () if target == BASE else (target,)
-                if current == wanted:
-                    return result
-                if differences and not force:
-                    raise SchemaDrift(
-                        f"refused: the schema does not equal revision {target}, so it cannot be "
-                        "stamped; nothing was written (--force stamps without proof)",
-                        differences,
-                    )
-                if plan:
-                    return result
-                # purge: a version no script defines cannot be moved from, only replaced.
-                command.stamp(
-                    alembic_config(database=database, connection=connection), target, purge=True
-                )
-                connection.commit()
-                return dataclasses.replace(result, stamped=True)
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
-    finally:
-        engine.dispose()
+            if plan or not decided.changes_anything:
+                return result
+            # purge: a version no script defines cannot be moved from, only replaced.
+            command.stamp(
+                alembic_config(database=database, connection=connection), target, purge=True
+            )
+            connection.commit()
+            return dataclasses.replace(result, stamped=True)
 
 
 # -- ledger --------------------------------------------------------------------
@@ -652,7 +637,7 @@ def verify(
             return {}
         return {"sqlite": replay_schemas(sa.make_url("sqlite://"), alembic_config())}
 
-    try:
+    with _unavailable_on_driver_error(url):
         return run_verification(
             url,
             alembic_config(database=database),
@@ -661,8 +646,6 @@ def verify(
             extra_schemas=sqlite_schemas,
             progress=progress,
         )
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, url)) from exc
 
 
 __all__ = [
@@ -675,7 +658,6 @@ __all__ = [
     "UpgradeResult",
     "alembic_config",
     "check_ledger",
-    "current_heads",
     "inspect_state",
     "script_directory",
     "stamp",

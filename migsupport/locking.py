@@ -25,6 +25,8 @@ from migsupport.engine import error_line, safe_url
 from migsupport.exceptions import LockTimeout, MigsupportError
 
 POLL_SECONDS = 0.25
+# How long a guarded command waits for the deploy lock unless told otherwise (--lock-timeout).
+DEFAULT_TIMEOUT = 300.0
 
 
 class ConnectionLost(MigsupportError):
@@ -37,9 +39,18 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def advisory_key_parts(key: int) -> dict[str, int]:
+    """Return the ``classid`` (high) and ``objid`` (low) halves pg_locks shows for ``key``.
+
+    ``pg_locks`` shows a bigint advisory lock as two unsigned 32-bit halves
+    (and ``objsubid = 1``), so a query for the holder of ``key`` matches them.
+    """
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}
+
+
 def _pg_holder(connection: sa.Connection, key: int) -> str | None:
     """Describe the session holding the advisory lock ``key``, if PostgreSQL can tell."""
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = connection.execute(
         sa.text(
             "SELECT a.pid, a.usename, a.application_name, a.client_addr, a.state, "
@@ -48,7 +59,7 @@ def _pg_holder(connection: sa.Connection, key: int) -> str | None:
             "(SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1 LIMIT 1"
         ),
-        {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+        advisory_key_parts(key),
     ).first()
     if row is None:
         return None

@@ -31,7 +31,7 @@ from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine, safe_url
 from migsupport.exceptions import MigsupportError
-from migsupport.locking import advisory_key
+from migsupport.locking import advisory_key, advisory_key_parts
 
 PREFIX = "migsupport_scratch_"
 # The comment a scratch database kept on purpose carries: it is never dropped as abandoned.
@@ -50,11 +50,6 @@ def _autocommit_engine(url: URL) -> sa.Engine:
 def claim_key(name: str) -> int:
     """Return the advisory lock key by which a live process claims the scratch database ``name``."""
     return advisory_key(f"scratch database:{name}")
-
-
-def _split_key(key: int) -> dict[str, int]:
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    return {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}
 
 
 def drop_abandoned(connection: sa.Connection) -> list[str]:
@@ -92,7 +87,7 @@ def drop_abandoned(connection: sa.Connection) -> list[str]:
                     "AND classid = :high AND objid = :low AND objsubid = 1 "
                     "AND pid <> pg_backend_pid()"
                 ),
-                _split_key(key),
+                advisory_key_parts(key),
             ).scalar()
             if claimed:
                 continue

@@ -9,9 +9,9 @@ from migsupport.api import script_directory
 from migsupport.engine import create_engine
 from migsupport.exceptions import EnumValueInUse
 from migsupport.snapshot import compare, take_snapshot
-from tests.catalog import catalog, table_rows
-from tests.migrate import run
-from tests.states import BASELINE, HEAD, SECOND
+from tests.support.catalog import catalog, table_rows
+from tests.support.migrate import run
+from tests.support.states import BASELINE, HEAD, SECOND
 
 JOB = "00000000-0000-0000-0000-000000000001"
 

@@ -23,8 +23,8 @@ from sqlalchemy.engine import Engine
 from migsupport import ops
 from migsupport.engine import create_engine
 from migsupport.exceptions import EnumValueInUse, ShapeConflict
-from tests import catalog as catalog_module
-from tests.catalog import catalog
+from tests.support import catalog as catalog_module
+from tests.support.catalog import catalog
 
 # -- fixtures and helpers ---------------------------------------------------------
 

@@ -48,11 +48,11 @@ from sqlalchemy.engine import URL
 
 from migsupport import api
 from migsupport.engine import create_engine
-from tests.commands import django_url, shown
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.rows import seed_sql
-from tests.states import BASELINE, HEAD, execute, project_copy
-from tests.test_production_schema import load_production_schema
+from tests.support.commands import django_url, shown
+from tests.support.project import load_production_schema
+from tests.support.rows import seed_sql
+from tests.support.server import create_pg_database, drop_pg_database
+from tests.support.states import BASELINE, HEAD, execute, project_copy
 
 pytestmark = pytest.mark.postgresql
 

@@ -1,7 +1,7 @@
 """``manage.py alembic_stamp``, run for real: it writes a version only with proof.
 
 Proof is the live Alembic-owned schema equal to the revision's schema. The
-tests reach each state for real (``tests.states``), run the command in a
+tests reach each state for real (``tests.support.states``), run the command in a
 subprocess and read the exit status, the exact lines printed, and the
 catalog and ``alembic_version`` afterwards.
 """
@@ -17,10 +17,10 @@ from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
-from tests.catalog import catalog
-from tests.commands import manage, shown
-from tests.migrate import run
-from tests.states import (
+from tests.support.catalog import catalog
+from tests.support.commands import manage, shown
+from tests.support.migrate import run
+from tests.support.states import (
     BASELINE,
     DRIFT_INDEX,
     DRIFTS,

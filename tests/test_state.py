@@ -23,9 +23,9 @@ from migsupport.history import replay_schemas
 from migsupport.ledger import Ledger, ledger_path
 from migsupport.snapshot import compare, take_snapshot
 from migsupport.state import MultipleHeads, SchemaUnknown, StateReport, classify
-from tests.conftest import PRODUCTION_SCHEMA
-from tests.migrate import run
-from tests.states import (
+from tests.support.migrate import run
+from tests.support.project import PRODUCTION_SCHEMA, load_production_schema
+from tests.support.states import (
     BASELINE,
     BRANCH,
     HEAD,
@@ -43,7 +43,6 @@ from tests.states import (
     rebuild_sqlite_table,
     versions,
 )
-from tests.test_production_schema import load_production_schema
 
 
 def state_of(engine: Engine, **kwargs) -> StateReport:

@@ -13,10 +13,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from migsupport.engine import create_engine, safe_url
-from tests.commands import manage
-from tests.conftest import PROJECT
-from tests.migrate import run
-from tests.states import (
+from tests.support.commands import manage
+from tests.support.migrate import run
+from tests.support.project import PROJECT
+from tests.support.states import (
     BASELINE,
     BRANCH,
     DRIFT_INDEX,
@@ -46,7 +46,7 @@ def human(url: URL, *lines: str) -> list[str]:
 
 # -- the report in each state ----------------------------------------------------
 
-# The report of each state of ``tests.states.reach``, after the "Database" line.
+# The report of each state of ``tests.support.states.reach``, after the "Database" line.
 EXPECTED = {
     "empty": [
         "  State:    empty",

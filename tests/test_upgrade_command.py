@@ -1,6 +1,6 @@
 """``manage.py alembic_upgrade``, run as a deploy runs it, on real databases.
 
-Every state is reached for real (``tests.states``), the command runs in a
+Every state is reached for real (``tests.support.states``), the command runs in a
 subprocess, and the assertions read the exit status, the exact lines it
 printed, and the catalog and ``alembic_version`` afterwards.
 """
@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,11 +27,13 @@ from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
-from tests.catalog import catalog
-from tests.commands import manage, shown, spawn, wait_for
-from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
-from tests.rows import SEED_SQL, data_checksums
-from tests.states import (
+from tests.support.catalog import catalog
+from tests.support.commands import manage, shown, spawn, wait_for
+from tests.support.project import load_production_schema
+from tests.support.rows import SEED_SQL, data_checksums
+from tests.support.server import admin_execute, create_pg_database, drop_pg_database
+from tests.support.sessions import PG_LOCK_NAME
+from tests.support.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
     APPLY_SECOND,
@@ -40,24 +41,26 @@ from tests.states import (
     DOMAIN_TABLES,
     DRIFT_INDEX,
     DRIFTS,
+    FAILING_BODY,
+    FIXED_BODY,
     HEAD,
     SECOND,
     STATES,
+    THIRD,
+    THIRD_DOC,
     UNKNOWN,
     Batch,
     HeadCatalogs,
-    ProjectCopy,
     execute,
+    insert_job_with_duplicate_materials,
     project_copy,
     reach,
     refusal,
     scalar,
     state_jobs,
     versions,
+    write_third_revision,
 )
-from tests.test_production_schema import load_production_schema
-
-PG_LOCK_NAME = "alembic_version:default"
 
 
 @pytest.fixture(scope="module")
@@ -651,76 +654,10 @@ def test_concurrent_upgrades_on_sqlite_apply_once_and_all_succeed(sqlite_url, he
 
 # -- a revision that fails, a process that dies ------------------------------------------------
 
-THIRD = "9e8d7c6b5a40"
-THIRD_DOC = "Verified materials."
-THIRD_TEMPLATE = '''\
-"""{doc}
-
-Revision ID: {revision}
-Revises: {down}
-Create Date: 2026-12-01 00:00:00
-"""
-
-import sqlalchemy as sa
-
-from alembic import op
-from migsupport import ops
-
-revision = "{revision}"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    ops.add_column_if_missing(
-        "detected_materials", sa.Column("verified", sa.Boolean(), nullable=True)
-    )
-{body}
-
-def downgrade():
-    ops.drop_column_if_present("detected_materials", "verified")
-'''
-
-
-def write_third_revision(copy: ProjectCopy, body: str, revision: str = THIRD) -> None:
-    (copy.versions / f"{revision}_verified_materials.py").write_text(
-        THIRD_TEMPLATE.format(
-            doc=THIRD_DOC, revision=revision, down=HEAD, body=textwrap.indent(body, "    ")
-        )
-    )
-
-
-def insert_job_with_duplicate_materials(engine: Engine) -> None:
-    job = uuid.UUID(int=1)
-    hexes = {"job": job.hex, "a": uuid.UUID(int=2).hex, "b": uuid.UUID(int=3).hex}
-    if engine.dialect.name == "postgresql":
-        hexes = {k: str(uuid.UUID(v)) for k, v in hexes.items()}
-    execute(
-        engine,
-        "INSERT INTO material_detection_jobs (id, image_url, status) "
-        f"VALUES ('{hexes['job']}', 'https://img/1.jpg', 'COMPLETED')",
-        "INSERT INTO detected_materials (id, job_id, material_name, confidence) VALUES "
-        f"('{hexes['a']}', '{hexes['job']}', 'steel', 0.9), "
-        f"('{hexes['b']}', '{hexes['job']}', 'steel', 0.8)",
-    )
-
 
 def columns_of(engine: Engine, table: str) -> list[str]:
     with engine.connect() as connection:
         return [c["name"] for c in sa.inspect(connection).get_columns(table)]
-
-
-# The unique index is fine on an empty database (so the replay on a scratch
-# database passes, as CI would) and fails on this one's duplicate rows.
-FAILING_BODY = (
-    'op.create_index("ux_detected_materials_job_material", "detected_materials",\n'
-    '                ["job_id", "material_name"], unique=True)\n'
-)
-FIXED_BODY = (
-    'op.create_index("ix_detected_materials_job_material", "detected_materials",\n'
-    '                ["job_id", "material_name"])\n'
-)
 
 
 def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
@@ -908,14 +845,14 @@ PASSWORD = "Pw-Secret-9"
 def password_url(pg_server: URL) -> Iterator[URL]:
     """Return the URL of a new database owned by a role with a password; drop both after."""
     role = f"migsupport_test_pw_{uuid.uuid4().hex[:8]}"
-    _admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
     url = create_pg_database(pg_server)
     try:
-        _admin_execute(pg_server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
+        admin_execute(pg_server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
         yield url.set(username=role, password=PASSWORD)
     finally:
         drop_pg_database(pg_server, url)
-        _admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+        admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
 
 
 @pytest.mark.postgresql

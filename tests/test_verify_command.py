@@ -30,9 +30,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
-from tests.conftest import PROJECT, _admin_execute
-from tests.states import BASELINE, HEAD, SECOND
+from tests.support.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
+from tests.support.project import PROJECT
+from tests.support.server import admin_execute, scratch_databases
+from tests.support.states import BASELINE, HEAD, SECOND
 
 SCRATCH_PREFIX = "migsupport_scratch_"
 SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}[0-9a-f]{{16}}")
@@ -270,20 +271,6 @@ JOBS = {
 }
 
 
-def scratch_databases(server: URL) -> set[str]:
-    engine = sa.create_engine(server, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(
-                connection.execute(
-                    sa.text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
-                    {"prefix": f"{SCRATCH_PREFIX}%"},
-                ).scalars()
-            )
-    finally:
-        engine.dispose()
-
-
 class Runs:
     """The jobs of a dialect, started together the first time one is asked for."""
 
@@ -340,7 +327,7 @@ class Runs:
         kept = self.outcomes.get("pg_keep")
         if kept is not None:
             for name in set(SCRATCH_NAME.findall(kept.result.stdout)):
-                _admin_execute(self.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin_execute(self.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
@@ -637,7 +624,7 @@ def test_keep_keeps_the_scratch_database(runs: Runs, pg_server: URL) -> None:
         finally:
             engine.dispose()
     finally:
-        _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert name not in scratch_databases(pg_server)
 
 
@@ -674,7 +661,7 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
             process.kill()
             process.communicate()
         if scratch is not None:
-            _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
         admin.dispose()
     # Interrupted while the added revision sleeps, the first time it is applied.
     assert process.returncode == 130
@@ -694,17 +681,17 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
 @pytest.mark.postgresql
 def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
     role, password = "verify_nocreatedb", "x-Pass-1"
-    _admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
-    _admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     try:
-        _admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
+        admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
         url = pg_server.set(username=role, password=password)
         before = scratch_databases(pg_server)
         process = subprocess.Popen(**command(PROJECT, tmp_path / "tmp", url))
         stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
     finally:
-        _admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
-        _admin_execute(pg_server, f"DROP ROLE {role}")
+        admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
+        admin_execute(pg_server, f"DROP ROLE {role}")
     assert process.returncode == 1
     server = shown(url.set(database=None))
     assert stderr == (

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.engine import URL, Engine
 
-from tests.catalog import catalog
-from tests.commands import shown, spawn, wait_for
-from tests.reliability.conftest import advisory_locks, command_sessions, production_database
-from tests.rows import data_checksums
-from tests.states import (
+from tests.support.catalog import catalog
+from tests.support.commands import shown, spawn, wait_for
+from tests.support.rows import data_checksums, production_database
+from tests.support.sessions import advisory_locks, command_sessions
+from tests.support.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
     APPLY_SECOND,

@@ -34,10 +34,7 @@ class Command(MigsupportCommand):
             dest="interactive",
             help="Do not prompt for confirmation of --force.",
         )
-        parser.add_argument(
-            "--lock-timeout", type=float, default=300.0, metavar="SECONDS",
-            help="How long to wait for the deploy lock (default: 300).",
-        )  # fmt: skip
+        self.add_lock_timeout_argument(parser)
 
     def run(self, *args: Any, **options: Any) -> None:
         database, revision = options["database"], options["revision"]

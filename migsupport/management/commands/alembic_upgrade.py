@@ -33,13 +33,7 @@ class Command(MigsupportCommand):
             action="store_true",
             help="Refuse an unversioned database instead of baselining it.",
         )
-        parser.add_argument(
-            "--lock-timeout",
-            type=float,
-            default=300.0,
-            metavar="SECONDS",
-            help="How long to wait for the deploy lock (default: 300).",
-        )
+        self.add_lock_timeout_argument(parser)
         parser.add_argument(
             "--backup-dir",
             type=Path,
