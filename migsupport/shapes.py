@@ -24,6 +24,7 @@ compression, ``CLUSTER`` marks, column order, views, other schemas.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -81,6 +82,7 @@ def _balanced(text: str) -> bool:
     return depth == 0
 
 
+@functools.lru_cache(maxsize=1024)
 def builtin_type(text: str) -> str:
     """Return a built-in type as ``format_type`` spells it, in SQL's short upper-case form.
 
@@ -194,6 +196,8 @@ def _unqualify(text: str | None, schema: str | None) -> str | None:
     if text is None or not schema:
         return text
     prefixes = {f"{schema}.", f'"{schema}".'}
+    if not any(prefix in text for prefix in prefixes):
+        return text
     pieces: list[str] = []
     last = 0
     for match in _TOKEN.finditer(text):
@@ -242,9 +246,9 @@ WHERE c.relnamespace = :nsp AND c.relkind IN ('r', 'p') {names}
 """
 
 _PG_COLUMNS = """
-SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), tn.nspname,
+SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), tn.nspname,
        quote_ident(tn.nspname), a.attnotnull, a.attidentity, a.attgenerated,
-       pg_get_expr(d.adbin, d.adrelid),
+       CASE WHEN a.atthasdef THEN pg_get_expr(d.adbin, d.adrelid) END,
        CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
          CASE WHEN cn.nspname = 'pg_catalog' THEN quote_ident(co.collname)
               ELSE quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END
@@ -263,14 +267,15 @@ ORDER BY a.attrelid, a.attnum
 
 _PG_CONSTRAINTS = """
 SELECT con.conrelid, con.conname, con.contype, pg_get_constraintdef(con.oid),
-       con.condeferrable, con.condeferred, con.convalidated,
-       ARRAY(SELECT att.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, pos)
-             JOIN pg_attribute att ON att.attrelid = con.conrelid AND att.attnum = k.num
-             ORDER BY k.pos),
+       con.condeferrable, con.condeferred, con.convalidated, con.conkey,
        fc.relname, fn.nspname, quote_ident(fn.nspname) || '.' || quote_ident(fc.relname),
-       ARRAY(SELECT att.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, pos)
-             JOIN pg_attribute att ON att.attrelid = con.confrelid AND att.attnum = k.num
-             ORDER BY k.pos),
+       con.confrelid, con.confkey,
+       -- The referred columns of a table that is not read here.
+       CASE WHEN fc.relnamespace <> :nsp {elsewhere} THEN
+         ARRAY(SELECT att.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, pos)
+               JOIN pg_attribute att ON att.attrelid = con.confrelid AND att.attnum = k.num
+               ORDER BY k.pos)
+       END,
        con.confupdtype, con.confdeltype, con.confmatchtype
 FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid
@@ -380,8 +385,11 @@ def _pg_schema(
         params["names"] = names
         where = "AND c.relname = ANY(:names)"
 
+    elsewhere = "OR NOT fc.relname = ANY(:names)" if names is not None else ""
+
     def rows(sql: str) -> list[Any]:
-        return list(connection.execute(sa.text(sql.format(names=where)), params))
+        text = sql.format(names=where, elsewhere=elsewhere)
+        return connection.execute(sa.text(text), params).all()
 
     tables: dict[int, dict[str, Any]] = {}
     table_names: dict[int, str] = {}
@@ -402,8 +410,11 @@ def _pg_schema(
             shape["partition_key"] = partkey
         tables[oid] = shape
         table_names[oid] = name
+    attnames: dict[tuple[int, int], str] = {}
     for row in rows(_PG_COLUMNS):
-        oid, name, type_text, type_nsp, type_quoted, notnull, identity, generated, expr, coll = row
+        oid, attnum, name, type_text, type_nsp, type_quoted, notnull, identity, generated = row[:9]
+        expr, coll = row[9:]
+        attnames[(oid, attnum)] = name
         column: dict[str, Any] = {
             "type": _pg_type(type_text, type_nsp, type_quoted, current),
             "nullable": not notnull,
@@ -417,20 +428,26 @@ def _pg_schema(
             column["generated"] = f"{_unqualify(expr, current)} STORED"
         tables[oid]["columns"][name] = column
     for row in rows(_PG_CONSTRAINTS):
-        oid, name, contype, definition, deferrable, deferred, validated, columns = row[:8]
-        ref_table, ref_nsp, ref_qualified, ref_columns, on_update, on_delete, match = row[8:]
+        oid, name, contype, definition, deferrable, deferred, validated, keys = row[:8]
+        ref_table, ref_nsp, ref_qualified, ref_oid, ref_keys, elsewhere = row[8:14]
+        on_update, on_delete, match = row[14:]
         constraint: dict[str, Any] = {
             "type": _CONSTRAINT_TYPES[contype],
-            "columns": list(columns),
+            "columns": [attnames[(oid, key)] for key in keys or ()],
             "definition": _unqualify(definition, current),
             "deferrable": bool(deferrable),
             "initially_deferred": bool(deferred),
             "validated": bool(validated),
         }
         if contype == "f":
+            referred = (
+                list(elsewhere)
+                if elsewhere is not None
+                else [attnames[(ref_oid, key)] for key in ref_keys]
+            )
             constraint.update(
                 references=ref_table if ref_nsp == current else ref_qualified,
-                referred_columns=list(ref_columns),
+                referred_columns=referred,
                 on_delete=_FK_ACTIONS[on_delete],
                 on_update=_FK_ACTIONS[on_update],
                 match=_FK_MATCH[match],

@@ -83,7 +83,9 @@ class Snapshot:
         """
         cached = self.__dict__.get("_digest")
         if cached is None:
-            text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            text = json.dumps(
+                self.to_dict(), sort_keys=True, separators=(",", ":"), check_circular=False
+            )
             cached = hashlib.sha256(text.encode()).hexdigest()
             object.__setattr__(self, "_digest", cached)
         return cached
