@@ -339,14 +339,43 @@ def test_plan_prints_the_baseline_and_revisions_and_changes_nothing(state, datab
 
 # The indexes revision 3d5f8a9b2c41 adds, as --sql prints them on PostgreSQL.
 HEAD_INDEXES_SQL = (
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_created_at "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_created_at "
     "ON detected_materials (created_at);",
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_category ON detected_materials (category);",
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_confidence "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_category "
+    "ON detected_materials (category);",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_confidence "
     "ON detected_materials (confidence);",
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_material_name_pattern "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_material_name_pattern "
     "ON detected_materials (material_name varchar_pattern_ops);",
 )
+
+
+def transactions_and_builds(sql: str) -> list[str]:
+    """Return the script's transactions and concurrent builds in order; none is inside another.
+
+    A transaction that holds nothing but comments (what an autocommit block
+    leaves between two builds) is left out.
+    """
+    seen: list[str] = []
+    inside: list[str] | None = None
+    for chunk in sql.split(";\n"):
+        lines = [line for line in chunk.splitlines() if not line.startswith("--")]
+        statement = "\n".join(lines).strip()
+        if statement == "BEGIN":
+            assert inside is None, "a transaction inside a transaction"
+            inside = []
+        elif statement == "COMMIT":
+            assert inside is not None, "COMMIT outside a transaction"
+            if inside:
+                seen.append("transaction")
+            inside = None
+        elif "CONCURRENTLY" in statement:
+            assert inside is None, f"a concurrent build inside a transaction: {statement}"
+            seen.append("build")
+        elif statement and inside is not None:
+            inside.append(statement)
+    assert inside is None, "the script ends inside a transaction"
+    return seen
 
 
 @pytest.mark.postgresql
@@ -363,7 +392,7 @@ def test_sql_from_empty_prints_every_revisions_ddl_and_changes_nothing(pg_url, p
         f"INSERT INTO alembic_version (version_num) VALUES ('{BASELINE}')",
         "ALTER TYPE jobstatus ADD VALUE IF NOT EXISTS 'CANCELLED' AFTER 'FAILED';",
         "ALTER TABLE material_detection_jobs ADD COLUMN IF NOT EXISTS model_version VARCHAR(64);",
-        "CREATE INDEX IF NOT EXISTS ix_detected_materials_job_id_confidence "
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_job_id_confidence "
         "ON detected_materials (job_id, confidence);",
         f"UPDATE alembic_version SET version_num='{SECOND}' "
         f"WHERE alembic_version.version_num = '{BASELINE}';",
@@ -372,7 +401,11 @@ def test_sql_from_empty_prints_every_revisions_ddl_and_changes_nothing(pg_url, p
         f"WHERE alembic_version.version_num = '{SECOND}';",
     ):
         assert statement in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 3  # one transaction per revision
+    # One transaction per revision, and each concurrent build between two of them.
+    assert transactions_and_builds(sql) == [
+        "transaction", "transaction", "build", "transaction",
+        "build", "build", "build", "build", "transaction",
+    ]  # fmt: skip
     with pg_engine.connect() as connection:
         assert sa.inspect(connection).get_table_names() == []
 
@@ -394,7 +427,11 @@ def test_sql_over_the_production_schema_records_the_baseline_then_upgrades(pg_ur
     assert f"-- Running upgrade {SECOND} -> {HEAD}" in sql
     for statement in HEAD_INDEXES_SQL:
         assert statement in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 3  # the baseline, then each revision
+    # The baseline, then each revision, with its concurrent builds outside them.
+    assert transactions_and_builds(sql) == [
+        "transaction", "transaction", "build", "transaction",
+        "build", "build", "build", "build", "transaction",
+    ]  # fmt: skip
     assert catalog(pg_engine) == before
     assert versions(pg_engine) is None
 
