@@ -5,7 +5,10 @@ On PostgreSQL it is a session-level advisory lock, polled with
 ``pg_advisory_lock``: a blocked session waits inside the lock manager, where
 it can deadlock against ``CREATE INDEX CONCURRENTLY`` (as Flyway did) and
 cannot be given up on cleanly. The lock belongs to the session, so it is
-released when the connection ends, even if the process is killed.
+released when the connection ends, even if the process is killed; and so it
+is taken only on a connection shown to be a session of its own
+(:func:`migsupport.pooler.require_session`), never through a transaction
+pooler, and every poll checks that the session is still the same one.
 
 On SQLite it is a file lock beside the database file.
 """
@@ -23,6 +26,7 @@ import sqlalchemy as sa
 
 from migsupport.engine import error_line, safe_url
 from migsupport.exceptions import LockTimeout, MigsupportError
+from migsupport.pooler import moved, require_session
 
 POLL_SECONDS = 0.25
 
@@ -73,13 +77,21 @@ def _pg_lock(
 ) -> Iterator[None]:
     key = advisory_key(name)
     label = f"PostgreSQL advisory lock {key} ({name})"
-    started = time.monotonic()
     announced = False
     try:
+        # A lock on a connection a pooler shares between clients proves nothing.
+        session = require_session(connection)
+        started = time.monotonic()
         while True:
-            acquired = connection.execute(
-                sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
-            ).scalar()
+            acquired, pid = connection.execute(
+                sa.text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()"), {"k": key}
+            ).one()
+            if pid != session:
+                # Granted to the server process a pooler lent us: give it back there.
+                if acquired:
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+                raise moved(connection.engine.url, session, pid)
             # Session-level: ending this transaction keeps the lock.
             connection.commit()
             if acquired:
