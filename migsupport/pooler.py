@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg import pq
 
@@ -169,7 +170,8 @@ def require_session(connection: sa.Connection) -> int | None:
             again = _backend_pid(connection)
             if again != pid:
                 raise moved(url, pid, again)
-    except (_ProbeFailed, sa.exc.DBAPIError) as exc:
+    # The second client's own errors come from the driver, unwrapped.
+    except (_ProbeFailed, psycopg.Error, sa.exc.DBAPIError) as exc:
         if isinstance(exc, sa.exc.DBAPIError) and connection.invalidated:
             raise
         raise NotASession(

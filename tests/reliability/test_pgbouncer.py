@@ -43,6 +43,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from migsupport import locking
 from migsupport.engine import create_engine
 from migsupport.pooler import NotASession, require_session
 from tests.catalog import catalog
@@ -567,6 +568,28 @@ def test_the_session_check_refuses_the_transaction_pooler(pgbouncer, direct):
     assert re.fullmatch(
         r"its server process \d+ served another client between two of its transactions",
         refused.value.evidence,
+    )
+
+
+def test_the_lock_given_on_another_server_process_is_given_back_there(pg_engine, monkeypatch):
+    """A pooler that moves the connection between the check and the lock: refused, no lock left.
+
+    The move is simulated by a session check that answers another pid than
+    the connection's, so that the first poll of the lock finds it moved.
+    """
+    monkeypatch.setattr(locking, "require_session", lambda connection: 0)
+    with pg_engine.connect() as connection:
+        with (
+            pytest.raises(NotASession) as refused,
+            locking.deploy_lock(connection, name="alembic_version:default", timeout=5),
+        ):
+            pytest.fail("the lock was taken on a connection that moved")
+        held = advisory_locks(pg_engine)
+        pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+
+    assert held == 0
+    assert refused.value.evidence == (
+        f"it moved from server process 0 to {pid} between two transactions"
     )
 
 
