@@ -8,7 +8,8 @@ cannot be given up on cleanly. The lock belongs to the session, so it is
 released when the connection ends, even if the process is killed; and so it
 is taken only on a connection shown to be a session of its own
 (:func:`migsupport.pooler.require_session`), never through a transaction
-pooler, and every poll checks that the session is still the same one.
+pooler, and every poll checks that the session is still the same one (behind
+a session pooler, every transaction under the lock too).
 
 On SQLite it is a file lock beside the database file.
 """
@@ -23,10 +24,11 @@ from pathlib import Path
 
 import filelock
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from migsupport.engine import error_line, safe_url
 from migsupport.exceptions import LockTimeout, MigsupportError
-from migsupport.pooler import moved, require_session
+from migsupport.pooler import announced_pid, moved, require_session
 
 POLL_SECONDS = 0.25
 
@@ -69,6 +71,23 @@ def _pg_holder(connection: sa.Connection, key: int) -> str | None:
     if state:
         parts.append(f"state {state}")
     return ", ".join(parts)
+
+
+def _same_server_process(pid: int) -> Callable[[sa.Connection], None]:
+    """Return a ``begin`` listener refusing a transaction on another server process than ``pid``.
+
+    It asks through the driver, so the question opens the transaction: a
+    transaction pooler then keeps that server process for all of it.
+    """
+
+    def check(connection: sa.Connection) -> None:
+        driver = connection.connection.driver_connection
+        now = driver.execute("SELECT pg_backend_pid()").fetchone()[0]
+        if now != pid:
+            driver.rollback()
+            raise moved(connection.engine.url, pid, now)
+
+    return check
 
 
 @contextlib.contextmanager
@@ -114,9 +133,15 @@ def _pg_lock(
             f"{safe_url(url)}: the connection to the database was lost while waiting for the "
             f"deploy lock ({label}); nothing was changed: {error_line(exc, url)}"
         ) from exc
+    # Behind a pooler, every transaction under the lock starts on its server process.
+    guard = _same_server_process(session) if announced_pid(connection) != session else None
+    if guard is not None:
+        event.listen(connection, "begin", guard)
     try:
         yield
     finally:
+        if guard is not None:
+            event.remove(connection, "begin", guard)
         if not connection.closed and not connection.invalidated:
             with contextlib.suppress(sa.exc.DBAPIError):
                 if connection.in_transaction():

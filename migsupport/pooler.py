@@ -15,9 +15,14 @@ claims a scratch database, first makes sure its connection is a session:
 2. When they differ a pooler sits between, in session mode (harmless) or
    not. A second client, through the same URL, opens a transaction: a
    transaction pooler hands it the server process this connection has just
-   released. Then this connection asks again while that transaction is
-   open: a session keeps its own server process, a transaction pooler moves
-   it to another.
+   released. Then this connection asks again, a few times, while that
+   transaction is open: a session keeps its own server process, a
+   transaction pooler moves it to another.
+
+Under load a transaction pooler can still pass by chance, so the deploy lock
+keeps checking behind a pooler (:mod:`migsupport.locking`): every poll, and
+every transaction while it holds the lock, must run on the same server
+process.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from migsupport.exceptions import MigsupportError
 
 # How long the second client waits for a server process from the pooler.
 PROBE_SECONDS = 5.0
+# Transactions this connection runs while the second client holds one open:
+# under load the pooler may hand the released server process to a third
+# client and back, so one could be a chance return.
+PROBE_ROUNDS = 3
 
 FIX = (
     "Set DIRECT_DATABASE_URL (MIGSUPPORT_DIRECT_DATABASES for another alias) to a direct "
@@ -78,8 +87,11 @@ def _backend_pid(connection: sa.Connection) -> int:
     return int(pid)
 
 
-def _announced_pid(connection: sa.Connection) -> int | None:
-    """Return the server process id the connection was told at start-up, if the driver says."""
+def announced_pid(connection: sa.Connection) -> int | None:
+    """Return the server process id the connection was told at start-up, if the driver says.
+
+    Behind a pooler it is the pooler's own number, not ``pg_backend_pid()``.
+    """
     info = getattr(connection.connection.driver_connection, "info", None)
     return getattr(info, "backend_pid", None)
 
@@ -150,7 +162,7 @@ def require_session(connection: sa.Connection) -> int | None:
         return None
     _end_transaction(connection)
     pid = _backend_pid(connection)
-    if _announced_pid(connection) == pid:
+    if announced_pid(connection) == pid:
         return pid
     url = connection.engine.url
     try:
@@ -167,9 +179,10 @@ def require_session(connection: sa.Connection) -> int | None:
                     f"its server process {pid} served another client between two of its "
                     "transactions",
                 )
-            again = _backend_pid(connection)
-            if again != pid:
-                raise moved(url, pid, again)
+            for _ in range(PROBE_ROUNDS):
+                again = _backend_pid(connection)
+                if again != pid:
+                    raise moved(url, pid, again)
     # The second client's own errors come from the driver, unwrapped.
     except (_ProbeFailed, psycopg.Error, sa.exc.DBAPIError) as exc:
         if isinstance(exc, sa.exc.DBAPIError) and connection.invalidated:

@@ -37,8 +37,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
@@ -59,6 +61,7 @@ from tests.reliability.conftest import (
     command_sessions,
     production_database,
 )
+from tests.reliability.test_concurrency import WAITING
 from tests.reliability.test_concurrency import work_done as _work_done
 from tests.rows import data_checksums
 from tests.states import APPLY_HEAD, APPLY_SECOND, BASELINE, HEAD, scalar, versions
@@ -356,7 +359,9 @@ def test_sixteen_upgrades_through_the_pooler_without_a_direct_url_refuse_or_one_
     deploys, readers = results[:DEPLOYS], results[DEPLOYS:]
     refused = [r for r in deploys if r.returncode == 1]
     for result in refused:
-        assert_refused(result, pooled)
+        # One that got past the check before the lock is caught while it waits.
+        waited = result.stdout if WAITING.fullmatch(result.stdout.rstrip("\n")) else ""
+        assert_refused(result, pooled, waited)
     succeeded = [r for r in deploys if r.returncode != 1]
     for result in succeeded:
         assert (result.returncode, result.stderr) == (0, ""), result
@@ -591,6 +596,51 @@ def test_the_lock_given_on_another_server_process_is_given_back_there(pg_engine,
     assert refused.value.evidence == (
         f"it moved from server process 0 to {pid} between two transactions"
     )
+
+
+def test_under_the_lock_a_transaction_on_another_server_process_is_refused(
+    pgbouncer, direct, monkeypatch
+):
+    """A transaction pooler that passed the check by chance is still caught under the lock.
+
+    The check is made to pass; under the lock another client takes the
+    lock's server process, so the next transaction lands on another one and
+    is refused before it runs anything.
+    """
+
+    def passed(connection: sa.Connection) -> int:
+        pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        connection.commit()
+        return pid
+
+    monkeypatch.setattr(locking, "require_session", passed)
+    pooled = pgbouncer.url(direct)
+    engine = create_engine(pooled)
+    other = psycopg.connect(django_url(pooled), prepare_threshold=None)
+    try:
+        with (
+            engine.connect() as connection,
+            locking.deploy_lock(connection, name="alembic_version:default", timeout=5),
+        ):
+            held_on = scalar_of(other, "SELECT pg_backend_pid()")  # opens its transaction
+            locks = scalar_of(other, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            with pytest.raises(NotASession) as refused:
+                connection.execute(sa.text("SELECT 1"))
+            other.rollback()
+    finally:
+        other.close()
+        engine.dispose()
+
+    # The other client sat on the lock's server process, which holds it.
+    assert locks == 1
+    assert re.fullmatch(
+        rf"it moved from server process {held_on} to \d+ between two transactions",
+        refused.value.evidence,
+    )
+
+
+def scalar_of(connection: psycopg.Connection, sql: str) -> Any:
+    return connection.execute(sql).fetchone()[0]
 
 
 def test_a_session_pooler_is_a_session_and_the_upgrade_runs_through_it(
