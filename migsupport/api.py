@@ -27,7 +27,7 @@ from migsupport.backup import backup
 from migsupport.bridge import django_table_names, ownership
 from migsupport.deploy import BASE, UpgradePlan, plan_stamp, plan_upgrade, resolve_revision
 from migsupport.differences import Difference, ObjectRef
-from migsupport.engine import engine_for_alias, error_line, safe_url, url_for_alias
+from migsupport.engine import Target, command_engine, command_target, error_line, safe_url
 from migsupport.exceptions import MigsupportError, SchemaDrift
 from migsupport.history import load_scripts, migrate, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
@@ -82,11 +82,13 @@ class UpgradeResult:
     backup: Path | None = None
     sql: str | None = None
     dry_run: bool = False
+    direct: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
             "url": self.url,
+            "direct": self.direct,
             "state": self.state.state,
             "current": self.state.current,
             "target": self.target,
@@ -116,6 +118,7 @@ class StampResult:
     stamped: bool
     dry_run: bool = False
     unowned: tuple[ObjectRef, ...] = ()
+    direct: bool = False
 
 
 def alembic_config(
@@ -149,9 +152,15 @@ class StatusResult:
     database: str
     url: str
     report: StateReport
+    direct: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"database": self.database, "url": self.url, **self.report.to_dict()}
+        return {
+            "database": self.database,
+            "url": self.url,
+            "direct": self.direct,
+            **self.report.to_dict(),
+        }
 
 
 class _Knowledge:
@@ -210,13 +219,17 @@ def _detached(config: Config) -> Config:
 
 
 def status(database: str = DEFAULT_DB_ALIAS, *, replay: bool = True) -> StatusResult:
-    """Return the state of ``database``, without changing anything."""
-    _require_existing_sqlite_file(database)
-    engine = engine_for_alias(database, application_name="migsupport alembic_status")
+    """Return the state of ``database``, without changing anything.
+
+    It may run through a transaction pooler: it takes no lock.
+    """
+    where = command_target(database)
+    _require_existing_sqlite_file(where.url)
+    engine = command_engine(database, "alembic_status")
     with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
         _read_one_snapshot(connection)
         report = inspect_state(connection, config=alembic_config(database=database), replay=replay)
-    return StatusResult(database=database, url=safe_url(engine.url), report=report)
+    return StatusResult(database=database, url=where.shown, report=report, direct=where.direct)
 
 
 def _read_one_snapshot(connection: sa.Connection) -> None:
@@ -233,9 +246,8 @@ def _read_one_snapshot(connection: sa.Connection) -> None:
         connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
 
-def _require_existing_sqlite_file(database: str) -> None:
+def _require_existing_sqlite_file(url: sa.URL) -> None:
     """Refuse a SQLite path with no file: opening it would create an empty database."""
-    url = url_for_alias(database)
     if (
         url.get_backend_name() == "sqlite"
         and url.database not in (None, "", ":memory:")
@@ -273,14 +285,16 @@ def _emit(progress: Progress | None, event: str, **data: Any) -> None:
         progress(event, data)
 
 
-def _prepare(database: str, revision: str, command_name: str) -> tuple[_Knowledge, str, sa.Engine]:
+def _prepare(
+    database: str, revision: str, command_name: str
+) -> tuple[_Knowledge, str, sa.Engine, Target]:
     """Resolve ``revision`` and open what a guarded command needs, before connecting."""
     config = alembic_config(database=database)
     scripts = script_directory(config)
     target = resolve_revision(scripts, revision)
     single_head(scripts)
-    engine = engine_for_alias(database, application_name=f"migsupport {command_name}")
-    return _Knowledge(config, engine.url, replay=True), target, engine
+    engine = command_engine(database, command_name)
+    return _Knowledge(config, engine.url, replay=True), target, engine, command_target(database)
 
 
 def _deploy_lock(
@@ -315,22 +329,23 @@ def upgrade(
     Each revision runs in its own transaction, and the result is checked
     against the target's schema. ``plan`` and ``sql`` change nothing.
     """
-    knowledge, target, engine = _prepare(database, revision, "alembic_upgrade")
+    knowledge, target, engine, where = _prepare(database, revision, "alembic_upgrade")
     url = safe_url(engine.url)
     with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
         if plan or sql:
             # Read-only paths take no lock: they never write.
             _read_one_snapshot(connection)
             decided, result = _decide(connection, knowledge, database, url, target, baseline)
-            result = dataclasses.replace(result, dry_run=True)
+            result = dataclasses.replace(result, dry_run=True, direct=where.direct)
             if sql:
                 result = dataclasses.replace(result, sql=_offline_sql(database, decided))
             return result
         with _deploy_lock(connection, database, lock_timeout, progress):
             _emit(progress, "lock_acquired")
-            return _guarded_upgrade(
+            result = _guarded_upgrade(
                 connection, knowledge, database, url, target, baseline, backup_dir, progress
             )
+            return dataclasses.replace(result, direct=where.direct)
 
 
 def _decide(
@@ -510,7 +525,7 @@ def stamp(
     for ``revision`` (``base``: no Alembic-owned objects). Without proof it
     raises :class:`SchemaDrift` and writes nothing, unless ``force``.
     """
-    knowledge, target, engine = _prepare(database, revision, "alembic_stamp")
+    knowledge, target, engine, where = _prepare(database, revision, "alembic_stamp")
     url = safe_url(engine.url)
     with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
         # --plan only reads: it takes no lock.
@@ -540,6 +555,7 @@ def stamp(
                 stamped=False,
                 dry_run=plan,
                 unowned=unowned,
+                direct=where.direct,
             )
             if plan or not decided.changes_anything:
                 return result
@@ -592,7 +608,7 @@ def update_ledger(
     old = Ledger.load(path)
     urls = {"sqlite": sa.make_url("sqlite://")}
     for alias in databases:
-        url = url_for_alias(alias)
+        url = command_target(alias).url
         urls.setdefault(url.get_backend_name(), url)
     recorded = {}
     for dialect, url in urls.items():
@@ -629,7 +645,7 @@ def verify(
     With ``update_ledger``, the ledger is rewritten from this run; SQLite's
     schemas are replayed as well when ``database`` is not SQLite.
     """
-    url = url_for_alias(database)
+    url = command_target(database).url
     script_directory()  # a script that cannot be loaded fails here, in one line
 
     def sqlite_schemas() -> dict[str, dict[str, Snapshot]]:
@@ -658,6 +674,7 @@ __all__ = [
     "UpgradeResult",
     "alembic_config",
     "check_ledger",
+    "command_target",
     "inspect_state",
     "script_directory",
     "stamp",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -77,3 +78,37 @@ def strict_ownership() -> bool:
     listed as unowned, as a warning, and never block a deploy.
     """
     return bool(getattr(settings, "MIGSUPPORT_STRICT_OWNERSHIP", False))
+
+
+def direct_databases() -> dict[str, dict[str, Any]]:
+    """Return each alias's direct connection, for the guarded commands, as a DATABASES entry.
+
+    ``MIGSUPPORT_DIRECT_DATABASES``: ``{alias: entry}``, each entry shaped like
+    one of Django's ``DATABASES`` (``ENGINE``, ``NAME``, ``USER``, ``PASSWORD``,
+    ``HOST``, ``PORT``, ``OPTIONS``); defaults to none. The application keeps
+    its own, perhaps pooled, ``DATABASES``; the deploy lock needs a session of
+    its own from start to end, which a transaction pooler does not give.
+    """
+    configured = getattr(settings, "MIGSUPPORT_DIRECT_DATABASES", None) or {}
+    if not isinstance(configured, dict):
+        raise ConfigurationError(
+            "MIGSUPPORT_DIRECT_DATABASES must map database aliases to DATABASES-style entries"
+        )
+    databases = getattr(settings, "DATABASES", {})
+    for alias, entry in configured.items():
+        if alias not in databases:
+            raise ConfigurationError(
+                f"MIGSUPPORT_DIRECT_DATABASES names {alias!r}, which is not in DATABASES"
+            )
+        if not isinstance(entry, dict) or not entry.get("ENGINE"):
+            raise ConfigurationError(
+                f"MIGSUPPORT_DIRECT_DATABASES[{alias!r}] must be a DATABASES-style entry "
+                "with an ENGINE"
+            )
+        if entry["ENGINE"] != databases[alias].get("ENGINE"):
+            raise ConfigurationError(
+                f"MIGSUPPORT_DIRECT_DATABASES[{alias!r}] uses {entry['ENGINE']}, but the "
+                f"database {alias!r} uses {databases[alias].get('ENGINE')}: a direct "
+                "connection must reach the same database"
+            )
+    return dict(configured)

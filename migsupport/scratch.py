@@ -32,6 +32,7 @@ from sqlalchemy.engine import URL
 from migsupport.engine import create_engine, safe_url
 from migsupport.exceptions import MigsupportError
 from migsupport.locking import advisory_key, advisory_key_parts
+from migsupport.pooler import require_session
 
 PREFIX = "migsupport_scratch_"
 # The comment a scratch database kept on purpose carries: it is never dropped as abandoned.
@@ -124,6 +125,8 @@ def scratch_database(url: URL, *, keep: bool = False, hint: str | None = None) -
     try:
         # The claim's connection lives as long as the scratch database.
         claim = admin.connect()
+        # The claim is a session-level lock: a transaction pooler would share it.
+        require_session(claim)
         # Tidying up after others is best effort: it never stops this job.
         with contextlib.suppress(sa.exc.DBAPIError):
             drop_abandoned(claim)

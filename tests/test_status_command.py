@@ -177,6 +177,7 @@ def test_status_json_prints_one_object_with_every_key(database_url, engine):
     assert json.loads(result.stdout) == {
         "database": "default",
         "url": safe_url(database_url),
+        "direct": False,
         "state": "drifted",
         "current": HEAD,
         "head": HEAD,
@@ -214,6 +215,7 @@ def test_status_json_of_an_unversioned_database_carries_the_match(database_url, 
     assert json.loads(result.stdout) == {
         "database": "default",
         "url": safe_url(database_url),
+        "direct": False,
         "state": "unversioned",
         "current": None,
         "head": HEAD,

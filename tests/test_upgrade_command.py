@@ -445,11 +445,11 @@ def test_json_prints_the_summary_of_what_was_done(sqlite_url):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert set(summary) == {
-        "database", "url", "state", "current", "target", "baseline", "revisions", "applied",
-        "after", "backup", "dry_run", "differences", "unowned",
+        "database", "url", "direct", "state", "current", "target", "baseline", "revisions",
+        "applied", "after", "backup", "dry_run", "differences", "unowned",
     }  # fmt: skip
     assert summary["database"] == "default"
-    assert summary["url"] == shown(database_url)
+    assert (summary["url"], summary["direct"]) == (shown(database_url), False)
     assert (summary["state"], summary["current"], summary["target"]) == ("unversioned", None, HEAD)
     assert (summary["baseline"], summary["revisions"]) == (BASELINE, [SECOND, HEAD])
     assert [item["revision"] for item in summary["applied"]] == [SECOND, HEAD]

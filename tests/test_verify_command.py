@@ -384,7 +384,14 @@ def test_json_report_on_postgresql(runs: Runs, pg_server: URL) -> None:
     assert outcome.result.returncode == 0, outcome.result.stderr
     assert outcome.result.stderr == ""
     report = outcome.report
-    assert list(report) == ["passed", "dialect", "scratch", "ledger_written", "checks"]
+    assert list(report) == [
+        "database", "url", "direct", "passed", "dialect", "scratch", "ledger_written", "checks",
+    ]  # fmt: skip
+    assert (report["database"], report["url"], report["direct"]) == (
+        "default",
+        shown(pg_server),
+        False,
+    )
     assert report["passed"] is True
     assert report["dialect"] == "postgresql"
     assert SCRATCH_NAME.fullmatch(sa.make_url(report["scratch"]).database)

@@ -49,7 +49,7 @@ def bindir(pg_server: URL) -> Path | None:
     return Path(found).parent if found else None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -78,7 +78,7 @@ def _remove_abandoned_clusters(tools: Path) -> None:
             owner = int((folder / "owner.pid").read_text())
         except (OSError, ValueError):
             continue  # still being set up, or not ours
-        if not _alive(owner):
+        if not alive(owner):
             _stop_cluster(tools, folder)
 
 

@@ -94,7 +94,10 @@ class Command(MigsupportCommand):
             self.stdout.write(style.SUCCESS(" OK") + timing)
 
     def _render_plan(self, result: api.UpgradeResult) -> None:
-        self.stdout.write(self.style.MIGRATE_HEADING(f"Plan for {result.database}: {result.url}"))
+        direct = " (direct)" if result.direct else ""
+        self.stdout.write(
+            self.style.MIGRATE_HEADING(f"Plan for {result.database}: {result.url}{direct}")
+        )
         self.stdout.write(f"  State:    {result.state.state}")
         self.stdout.write(f"  Current:  {result.state.current or '(none)'}")
         self.write_unowned(result.state.unowned, self.stdout)
