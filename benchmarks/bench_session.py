@@ -54,6 +54,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from benchmarks import smoke  # noqa: E402
 from migsupport.engine import create_engine, safe_url  # noqa: E402
 from migsupport.pooler import NotASession, require_session  # noqa: E402
 
@@ -144,7 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--repeat", type=int, default=200)
-    args = parser.parse_args()
+    smoke.add_argument(parser)
+    args = smoke.apply(parser.parse_args(), repeat=1)
     server = sa.make_url(args.database_url).set(drivername="postgresql+psycopg")
     print(f"Server: {safe_url(server)}; {args.repeat} repeats, medians")
     with contextlib.ExitStack() as stack:
@@ -168,6 +170,7 @@ def main() -> None:
                 }
             )
         medians = measure(cases, args.repeat)
+    print(f"Session check against one round trip (medians of {args.repeat} repeats):")
     print(f"{'check':<20}{'check ms':>10}{'baseline ms':>13}{'ratio':>8}")
     for name, base in (
         ("direct", "baseline"),
