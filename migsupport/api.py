@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +26,20 @@ from migsupport.bridge import django_table_names, ownership
 from migsupport.deploy import BASE, UpgradePlan, plan_stamp, plan_upgrade, resolve_revision
 from migsupport.differences import Difference, ObjectRef
 from migsupport.engine import Target, command_engine, command_target, error_line, safe_url
-from migsupport.exceptions import MigsupportError, SchemaDrift
-from migsupport.history import load_scripts, migrate, replay_schemas
+from migsupport.events import (
+    BackupWritten,
+    Baselined,
+    LockAcquired,
+    LockWaiting,
+    Progress,
+    ReplayStarted,
+    RevisionReplayed,
+    StateKnown,
+    emit,
+)
+from migsupport.exceptions import DatabaseUnavailable, MigrationFailed, SchemaDrift
+from migsupport.executor import AppliedRevision, Executor, offline_sql
+from migsupport.history import load_scripts, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
 from migsupport.locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from migsupport.locking import deploy_lock
@@ -43,28 +53,9 @@ from migsupport.state import (
     refuse_if_elsewhere,
     single_head,
 )
+from migsupport.timeouts import Timeouts
 from migsupport.verify import VerifyReport
 from migsupport.verify import verify as run_verification
-
-Progress = Callable[[str, dict[str, Any]], None]
-
-
-class MigrationFailed(MigsupportError):
-    """Alembic refused or a revision failed; the message says which."""
-
-
-class DatabaseUnavailable(MigsupportError):
-    """The database could not be reached or refused the connection's user."""
-
-
-@dataclass(frozen=True)
-class AppliedRevision:
-    """One revision applied by an upgrade."""
-
-    revision: str
-    down_revision: str | None
-    doc: str
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -280,11 +271,6 @@ def _database_error(exc: sa.exc.DBAPIError, url: sa.URL | None = None) -> str:
 # -- upgrade and stamp ---------------------------------------------------------
 
 
-def _emit(progress: Progress | None, event: str, **data: Any) -> None:
-    if progress is not None:
-        progress(event, data)
-
-
 def _prepare(
     database: str, revision: str, command_name: str
 ) -> tuple[_Knowledge, str, sa.Engine, Target]:
@@ -305,7 +291,7 @@ def _deploy_lock(
         connection,
         name=f"{conf.version_table()}:{database}",
         timeout=timeout,
-        on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
+        on_wait=lambda holder: emit(progress, LockWaiting(lock=holder)),
     )
 
 
@@ -317,6 +303,7 @@ def upgrade(
     sql: bool = False,
     baseline: bool = True,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    timeouts: Timeouts | None = None,
     backup_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> UpgradeResult:
@@ -326,9 +313,12 @@ def upgrade(
     stamp and the upgrade. An unversioned database whose schema equals a
     revision is baselined there first (unless ``baseline`` is false); a
     drifted, unknown or unmatched one is refused before anything changes.
-    Each revision runs in its own transaction, and the result is checked
-    against the target's schema. ``plan`` and ``sql`` change nothing.
+    Each revision runs in its own transaction, under ``timeouts`` (the DDL
+    lock timeout and the retry budget; default: the settings), and the
+    result is checked against the target's schema. ``lock_timeout`` is the
+    wait for the deploy lock. ``plan`` and ``sql`` change nothing.
     """
+    timeouts = timeouts or Timeouts.from_settings()
     knowledge, target, engine, where = _prepare(database, revision, "alembic_upgrade")
     url = safe_url(engine.url)
     with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
@@ -338,12 +328,22 @@ def upgrade(
             decided, result = _decide(connection, knowledge, database, url, target, baseline)
             result = dataclasses.replace(result, dry_run=True, direct=where.direct)
             if sql:
-                result = dataclasses.replace(result, sql=_offline_sql(database, decided))
+                result = dataclasses.replace(
+                    result, sql=offline_sql(alembic_config(database=database), decided)
+                )
             return result
         with _deploy_lock(connection, database, lock_timeout, progress):
-            _emit(progress, "lock_acquired")
+            emit(progress, LockAcquired())
             result = _guarded_upgrade(
-                connection, knowledge, database, url, target, baseline, backup_dir, progress
+                connection,
+                knowledge,
+                database,
+                url,
+                target,
+                baseline,
+                backup_dir,
+                timeouts,
+                progress,
             )
             return dataclasses.replace(result, direct=where.direct)
 
@@ -378,12 +378,13 @@ def _guarded_upgrade(
     target: str,
     baseline: bool,
     backup_dir: Path | None,
+    timeouts: Timeouts,
     progress: Progress | None,
 ) -> UpgradeResult:
     # Classified after the lock: another deploy may have finished meanwhile.
     decided, result = _decide(connection, knowledge, database, url, target, baseline)
     report = result.state
-    _emit(progress, "state", report=report)
+    emit(progress, StateKnown(report=report))
     if not decided.changes_anything:
         return result
     # The target's schema must be known before anything changes, so that the
@@ -393,12 +394,23 @@ def _guarded_upgrade(
     if backup_dir is not None:
         backup_path = backup(connection, Path(backup_dir), report.current)
         connection.rollback()
-        _emit(progress, "backup", path=backup_path)
-    if decided.baseline:
-        command.stamp(alembic_config(database=database, connection=connection), decided.baseline)
-        connection.commit()
-        _emit(progress, "baseline", revision=decided.baseline)
-    applied = _apply(connection, database, knowledge.scripts, decided, progress)
+        emit(progress, BackupWritten(path=backup_path))
+    executor = Executor(
+        connection,
+        knowledge.scripts,
+        lambda hook: alembic_config(
+            database=database, connection=connection, on_version_apply=hook
+        ),
+        timeouts=timeouts,
+        progress=progress,
+        expected=expected,
+        schema_now=lambda: owned_schema(connection, expected)[0],
+    )
+    with executor.timed():
+        if decided.baseline:
+            executor.stamp(decided.baseline, last=report.current or "base")
+            emit(progress, Baselined(revision=decided.baseline))
+        applied = executor.apply(decided.revisions, start=decided.start)
     after = recorded_versions(connection)
     differences = compare(owned_schema(connection, expected)[0], expected[target])
     connection.rollback()
@@ -409,105 +421,6 @@ def _guarded_upgrade(
             tuple(differences),
         )
     return dataclasses.replace(result, applied=tuple(applied), after=target, backup=backup_path)
-
-
-def _apply(
-    connection: sa.Connection,
-    database: str,
-    scripts: ScriptDirectory,
-    decided: UpgradePlan,
-    progress: Progress | None,
-) -> list[AppliedRevision]:
-    """Apply the planned revisions, one transaction each; name the one that fails.
-
-    A revision is reported applied only once its transaction has committed,
-    so whatever the output says is applied is in the database.
-    """
-    applied: list[AppliedRevision] = []
-    # Alembic calls this just before the revision's COMMIT.
-    committing = [False]
-
-    def on_version_apply(**_: Any) -> None:
-        committing[0] = True
-
-    config = alembic_config(
-        database=database, connection=connection, on_version_apply=on_version_apply
-    )
-    if connection.in_transaction():
-        connection.commit()  # each revision begins its own transaction
-    for revision in decided.revisions:
-        script = scripts.get_revision(revision)
-        _emit(progress, "apply_start", revision=script)
-        started = time.perf_counter()
-        committing[0] = False
-        try:
-            migrate(config, scripts, "upgrade", revision)
-            connection.commit()
-        except Exception as exc:
-            lost = _connection_lost(exc, connection)
-            # A dead connection cannot roll back; the server already has.
-            with contextlib.suppress(sa.exc.DBAPIError):
-                if connection.in_transaction():
-                    connection.rollback()
-            last = applied[-1].revision if applied else (decided.start or "base")
-            raise MigrationFailed(
-                _failure_message(exc, revision, last, lost=lost, committing=committing[0])
-            ) from exc
-        item = AppliedRevision(
-            revision=script.revision,
-            down_revision=script.down_revision,
-            doc=script.doc,
-            seconds=time.perf_counter() - started,
-        )
-        applied.append(item)
-        _emit(progress, "apply_success", revision=item)
-    return applied
-
-
-def _connection_lost(exc: BaseException, connection: sa.Connection) -> bool:
-    """Return whether ``exc`` means the connection to the server is gone."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    # 57P0x: the server ended the session (pg_terminate_backend, shutdown);
-    # 08xxx: the connection failed.
-    return (
-        exc.connection_invalidated or connection.invalidated or sqlstate.startswith(("57P0", "08"))
-    )
-
-
-def _failure_message(
-    exc: BaseException, revision: str, last: str, *, lost: bool, committing: bool
-) -> str:
-    """Say which revision failed, where the database stands, and why."""
-    detail = error_line(exc)
-    if lost and committing:
-        # The COMMIT was sent; whether the server ran it is unknown.
-        return (
-            f"the connection to the database was lost while revision {revision} was being "
-            f"committed ({detail}); the database is at {last} or {revision}: rerun the "
-            "upgrade, which resumes from the revision the database records"
-        )
-    if lost:
-        detail = f"the connection to the database was lost ({detail})"
-    return f"revision {revision} failed and was rolled back; the database stays at {last}: {detail}"
-
-
-def _offline_sql(database: str, decided: UpgradePlan) -> str:
-    """Return the SQL of the plan, from Alembic's offline mode, for review."""
-    buffer = io.StringIO()
-    if not decided.changes_anything:
-        buffer.write(f"-- Nothing to do: the database is at {decided.target}; there is no SQL.\n")
-        return buffer.getvalue()
-    config = alembic_config(database=database)
-    config.output_buffer = buffer
-    if decided.baseline:
-        buffer.write(f"-- Baseline: the live schema equals {decided.baseline}; record it.\n")
-        command.stamp(config, decided.baseline, sql=True)
-    if decided.revisions:
-        start = decided.start
-        command.upgrade(config, f"{start}:{decided.target}" if start else decided.target, sql=True)
-    return buffer.getvalue()
 
 
 def stamp(
@@ -612,12 +525,10 @@ def update_ledger(
         urls.setdefault(url.get_backend_name(), url)
     recorded = {}
     for dialect, url in urls.items():
-        if progress:
-            progress("replay_start", {"dialect": dialect, "url": safe_url(url)})
+        emit(progress, ReplayStarted(dialect=dialect, url=safe_url(url)))
 
         def step(revision: str, dialect: str = dialect) -> None:
-            if progress:
-                progress("replay_revision", {"dialect": dialect, "revision": revision})
+            emit(progress, RevisionReplayed(dialect=dialect, revision=revision))
 
         try:
             recorded[dialect] = replay_schemas(url, alembic_config(), progress=step)

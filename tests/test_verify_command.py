@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL
 
 from tests.support.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
 from tests.support.project import PROJECT
-from tests.support.server import admin_execute, scratch_databases
+from tests.support.server import admin_execute, scratch_databases, unclaimed_scratch_databases
 from tests.support.states import BASELINE, HEAD, SECOND
 
 SCRATCH_PREFIX = "migsupport_scratch_"
@@ -43,21 +43,38 @@ BRANCH_B = "bbbb00000001"
 TREE = ("manage.py", "alembic.ini", "config", "materials", "migsupport", "alembic")
 CHECKS = (
     "single_head",
+    "lock_safety",
     "upgrade",
+    "idempotent",
     "models_match_ddl",
     "downgrade",
     "upgrade_again",
-    "idempotent",
     "ledger_fresh",
 )
 TITLES = {
     "single_head": "single head and an intact chain",
+    "lock_safety": "no revision takes a lock that blocks production (squawk)",
     "upgrade": "upgrade from empty to head, one revision at a time",
+    "idempotent": "running each revision twice is safe",
     "models_match_ddl": "models equal the DDL at head",
     "downgrade": "downgrade to base, one revision at a time, leaving no trace",
     "upgrade_again": "upgrade to head again",
-    "idempotent": "running each revision twice is safe",
     "ledger_fresh": "the ledger is fresh",
+}
+# Why each check is skipped when the chain is broken: the first check it needs.
+NEEDS = {
+    "lock_safety": "single_head",
+    "upgrade": "single_head",
+    "idempotent": "upgrade",
+    "models_match_ddl": "upgrade",
+    "downgrade": "upgrade",
+    "upgrade_again": "downgrade",
+    "ledger_fresh": "upgrade",
+}
+SKIPPED_BECAUSE = {
+    name: f"it needs {TITLES[needed]!r}, which "
+    + ("failed" if needed == "single_head" else "did not run")
+    for name, needed in NEEDS.items()
 }
 REGENERATE = "regenerate it with `manage.py alembic_verify --update-ledger`"
 STEP_TRACE = (
@@ -70,12 +87,14 @@ STEP_TRACE = (
 SCRATCH = object()
 PASSED_LINES = (
     "  single head and an intact chain: passed",
+    "  no revision takes a lock that blocks production (squawk): passed",
     SCRATCH,
     "  upgrade from empty to head, one revision at a time:",
     f"    {BASELINE} OK",
     f"    {SECOND} OK",
     f"    {HEAD} OK",
     "    result: passed",
+    "  running each revision twice is safe: passed",
     "  models equal the DDL at head: passed",
     "  downgrade to base, one revision at a time, leaving no trace:",
     f"    {HEAD} -> {SECOND} OK",
@@ -83,9 +102,8 @@ PASSED_LINES = (
     f"    {BASELINE} -> base OK",
     "    result: passed",
     "  upgrade to head again: passed",
-    "  running each revision twice is safe: passed",
     "  the ledger is fresh: passed",
-    "All 7 checks passed.",
+    "All 8 checks passed.",
 )
 
 
@@ -279,8 +297,8 @@ class Runs:
         self.request = request
         self.outcomes: dict[str, Outcome] = {}
         # The server's scratch databases before and after the PostgreSQL batch.
-        self.scratch_before: set[str] = set()
         self.scratch_after: set[str] = set()
+        self.unclaimed_after: set[str] = set()
         self.server: URL | None = None
 
     def __call__(self, name: str) -> Outcome:
@@ -290,8 +308,6 @@ class Runs:
 
     def _run_all(self, dialect: str) -> None:
         server = self.request.getfixturevalue("pg_server") if dialect == "postgresql" else None
-        if server is not None:
-            self.scratch_before = scratch_databases(server)
         started = []
         try:
             for name, job in JOBS.items():
@@ -316,6 +332,7 @@ class Runs:
                 self.outcomes[name] = Outcome(tree, tmpdir, result)
         if server is not None:
             self.scratch_after = scratch_databases(server)
+            self.unclaimed_after = unclaimed_scratch_databases(server)
             self.server = server
 
     def database(self, name: str) -> Path:
@@ -343,6 +360,10 @@ def runs(
 
 def lines(text: str) -> list[str]:
     return text.splitlines()
+
+
+def reasons(report: dict[str, Any]) -> dict[str, str | None]:
+    return {check["name"]: check["reason"] for check in report["checks"]}
 
 
 def statuses(report: dict[str, Any]) -> dict[str, str]:
@@ -401,7 +422,7 @@ def test_json_report_on_postgresql(runs: Runs, pg_server: URL) -> None:
     assert report["ledger_written"] is False
     assert [check["name"] for check in report["checks"]] == list(CHECKS)
     for check in report["checks"]:
-        assert list(check) == ["name", "title", "status", "seconds", "problems"]
+        assert list(check) == ["name", "title", "status", "seconds", "problems", "reason", "notes"]
         assert check["title"] == TITLES[check["name"]]
         assert check["status"] == "passed"
         assert check["problems"] == []
@@ -475,6 +496,8 @@ def test_downgrade_that_leaves_a_column(runs: Runs) -> None:
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
         "downgrade": "failed",
+        # It would upgrade from the trace the downgrade left.
+        "upgrade_again": "skipped",
         "ledger_fresh": "failed",
     }
     assert problems(report) == {
@@ -493,7 +516,7 @@ def test_two_heads(runs: Runs) -> None:
     assert lines(outcome.result.stdout) == [
         "  single head and an intact chain: FAILED",
         f"    - 2 heads: {heads[1]}, {heads[2]}; merge them with `alembic merge heads`",
-        *(f"  {TITLES[name]}: skipped" for name in CHECKS[1:]),
+        *(f"  {TITLES[name]}: skipped ({SKIPPED_BECAUSE[name]})" for name in CHECKS[1:]),
     ]
     assert outcome.result.stderr == ("Verification failed: single head and an intact chain.\n")
 
@@ -505,6 +528,8 @@ def test_revision_that_fails_when_applied_twice(runs: Runs) -> None:
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
         "idempotent": "failed",
+        # They would read what the second application made of the schema.
+        **dict.fromkeys(("models_match_ddl", "downgrade", "upgrade_again"), "skipped"),
         "ledger_fresh": "failed",
     }
     assert problems(report)["idempotent"] == [
@@ -520,6 +545,8 @@ def test_revision_that_fails_when_applied_twice_on_sqlite(runs: Runs) -> None:
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
         "idempotent": "failed",
+        # They would read what the second application made of the schema.
+        **dict.fromkeys(("models_match_ddl", "downgrade", "upgrade_again"), "skipped"),
         "ledger_fresh": "failed",
     }
     assert problems(report)["idempotent"] == [
@@ -558,11 +585,17 @@ def test_revision_that_changes_the_schema_when_applied_twice(runs: Runs) -> None
     ]
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
-        # The second application's index stays until the downgrade.
-        "models_match_ddl": "failed",
+        # It inspects the database as it runs: there is no offline SQL to lint.
+        "lock_safety": "failed",
         "idempotent": "failed",
+        # The second application's index is on the scratch database: the checks that
+        # would read it are skipped, and say why, instead of failing because of it.
+        **dict.fromkeys(("models_match_ddl", "downgrade", "upgrade_again"), "skipped"),
         "ledger_fresh": "failed",
     }
+    assert reasons(report)["models_match_ddl"] == (
+        f"it needs {TITLES['idempotent']!r}, which failed"
+    )
 
 
 @pytest.mark.postgresql
@@ -604,8 +637,12 @@ def test_update_ledger_rewrites_the_stale_ledger(runs: Runs) -> None:
 @pytest.mark.postgresql
 def test_no_scratch_database_is_left(runs: Runs) -> None:
     outcomes = {name: runs(name) for name, job in JOBS.items() if job.dialect == "postgresql"}
-    # Only --keep's stays; two heads end before any is made.
-    assert runs.scratch_after == runs.scratch_before | {scratch_of(outcomes["pg_keep"])}
+    # Two heads end before any is made.
+    assert not SCRATCH_NAME.findall(outcomes["two_heads"].result.stdout)
+    # Only --keep's stays. Other runs on this server make and drop their own meanwhile,
+    # so what is asserted is the fate of the ones these runs made.
+    kept = scratch_of(outcomes["pg_keep"])
+    assert kept in runs.unclaimed_after
     for name, outcome in outcomes.items():
         if name not in ("two_heads", "pg_keep"):
             assert scratch_of(outcome) not in runs.scratch_after, name
@@ -675,6 +712,7 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
     assert stderr == "Interrupted: any open transaction was rolled back.\n", stderr
     assert lines(stdout) == [
         "  single head and an intact chain: passed",
+        f"  {TITLES['lock_safety']}: passed",
         f"Scratch database: {shown(pg_server.set(database=scratch))}",
         "  upgrade from empty to head, one revision at a time:",
         f"    {BASELINE} OK",
@@ -682,7 +720,9 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
         f"    {HEAD} OK",
     ]
     assert scratch not in left
-    assert left == before
+    # Nothing else was left behind: any scratch database that appeared meanwhile belongs
+    # to another run on this server, and is claimed by it.
+    assert unclaimed_scratch_databases(pg_server) <= before
 
 
 @pytest.mark.postgresql
@@ -693,9 +733,9 @@ def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
     try:
         admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
         url = pg_server.set(username=role, password=password)
-        before = scratch_databases(pg_server)
         process = subprocess.Popen(**command(PROJECT, tmp_path / "tmp", url))
         stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+        owned = databases_owned_by(pg_server, role)
     finally:
         admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
         admin_execute(pg_server, f"DROP ROLE {role}")
@@ -705,7 +745,27 @@ def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
         f"CommandError: user {role} may not create databases on {server}: the scratch database "
         "needs the CREATEDB right (ALTER ROLE ... CREATEDB)\n"
     )
-    assert stdout == "  single head and an intact chain: passed\n"
+    assert stdout == (
+        f"  single head and an intact chain: passed\n  {TITLES['lock_safety']}: passed\n"
+    )
     assert password not in stdout + stderr
     assert django_url(url) not in stdout + stderr
-    assert scratch_databases(pg_server) == before
+    # Nothing was made (other runs on the server make their own meanwhile).
+    assert owned == []
+
+
+def databases_owned_by(server: URL, role: str) -> list[str]:
+    engine = sa.create_engine(server, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return list(
+                connection.execute(
+                    sa.text(
+                        "SELECT datname FROM pg_database "
+                        "WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = :role)"
+                    ),
+                    {"role": role},
+                ).scalars()
+            )
+    finally:
+        engine.dispose()

@@ -95,6 +95,35 @@ def scratch_databases(server: URL) -> set[str]:
         engine.dispose()
 
 
+def unclaimed_scratch_databases(server: URL) -> set[str]:
+    """Return the scratch databases on ``server`` that no live process claims.
+
+    A running verify, ledger or replay (of this run or another on the same
+    server) holds its scratch database's claim; one that exists unclaimed was
+    left behind (or kept with ``--keep``).
+    """
+    from migsupport.locking import advisory_key_parts
+    from migsupport.scratch import claim_key
+
+    engine = sa.create_engine(server, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            left = set()
+            for name in scratch_databases(server):
+                claimed = connection.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND classid = :high AND objid = :low AND objsubid = 1"
+                    ),
+                    advisory_key_parts(claim_key(name)),
+                ).scalar()
+                if not claimed:
+                    left.add(name)
+            return left
+    finally:
+        engine.dispose()
+
+
 if __name__ == "__main__":
     # ``python -m tests.support.server URL``: the Makefile's probe of the server a run uses.
     reason = unreachable(sys.argv[1] if len(sys.argv) > 1 else PG_SERVER_URL)
