@@ -43,6 +43,7 @@ from migsupport.history import load_scripts, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
 from migsupport.locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from migsupport.locking import deploy_lock
+from migsupport.locks import Step, plan_steps
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 from migsupport.state import (
     StateReport,
@@ -74,6 +75,7 @@ class UpgradeResult:
     sql: str | None = None
     dry_run: bool = False
     direct: bool = False
+    steps: tuple[Step, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class UpgradeResult:
             "after": self.after,
             "backup": str(self.backup) if self.backup else None,
             "dry_run": self.dry_run,
+            "steps": [step.to_dict() for step in self.steps],
             "differences": [difference.to_dict() for difference in self.state.differences],
             "unowned": [obj.to_dict() for obj in self.state.unowned],
         }
@@ -327,6 +330,15 @@ def upgrade(
             _read_one_snapshot(connection)
             decided, result = _decide(connection, knowledge, database, url, target, baseline)
             result = dataclasses.replace(result, dry_run=True, direct=where.direct)
+            if plan and connection.dialect.name == "postgresql" and decided.revisions:
+                steps = plan_steps(
+                    connection,
+                    _detached(knowledge.config),
+                    knowledge.scripts,
+                    decided.revisions,
+                    decided.start,
+                )
+                result = dataclasses.replace(result, steps=tuple(steps))
             if sql:
                 result = dataclasses.replace(
                     result, sql=offline_sql(alembic_config(database=database), decided)

@@ -165,3 +165,11 @@ def statement_timeout_on_builds() -> bool:
     a large table takes as long as it takes, and is not blocking anyone.
     """
     return bool(getattr(settings, "MIGSUPPORT_STATEMENT_TIMEOUT_ON_BUILDS", False))
+
+
+def large_table_rows() -> int:
+    """Return the estimated rows from which ``--plan`` warns about a step that blocks a table.
+
+    ``MIGSUPPORT_LARGE_TABLE_ROWS``; defaults to 100,000.
+    """
+    return int(getattr(settings, "MIGSUPPORT_LARGE_TABLE_ROWS", 100_000))

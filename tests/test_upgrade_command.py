@@ -30,7 +30,7 @@ from migsupport.locking import advisory_key
 from tests.support.catalog import catalog
 from tests.support.commands import manage, shown, spawn, wait_for
 from tests.support.project import load_production_schema
-from tests.support.rows import SEED_SQL, data_checksums
+from tests.support.rows import SEED_SQL, data_checksums, seed_sql
 from tests.support.server import admin_execute, create_pg_database, drop_pg_database
 from tests.support.sessions import PG_LOCK_NAME
 from tests.support.states import (
@@ -45,6 +45,7 @@ from tests.support.states import (
     FIXED_BODY,
     HEAD,
     SECOND,
+    SETTINGS_MODULE,
     STATES,
     THIRD,
     THIRD_DOC,
@@ -332,9 +333,52 @@ def test_plan_prints_the_baseline_and_revisions_and_changes_nothing(state, datab
         expected = [header, "  State:    unversioned", "  Current:  (none)"]
         expected += [f"  Baseline: {BASELINE} (the live schema equals that revision)"]
         expected += ["  Apply:", f"    {SECOND}", f"    {HEAD}"]
-    assert result.stdout.splitlines() == expected
+    # Under each revision, its steps (on PostgreSQL, test_plan_names_each_steps_lock).
+    assert [line for line in result.stdout.splitlines() if not line.startswith(" " * 6)] == (
+        expected
+    )
     assert catalog(engine) == before
     assert versions(engine) is None
+
+
+@pytest.mark.postgresql
+def test_plan_names_each_steps_lock_and_warns_on_a_large_table(pg_url, pg_engine, tmp_path):
+    copy = project_copy(tmp_path / "project")
+    with (copy.folder / f"{SETTINGS_MODULE}.py").open("a") as settings:
+        settings.write("MIGSUPPORT_LARGE_TABLE_ROWS = 1000\n")
+    write_third_revision(copy, FIXED_BODY)
+    reach(pg_engine, "up_to_date")
+    execute(pg_engine, *seed_sql(jobs=50, materials=3000), "ANALYZE")
+    before = catalog(pg_engine)
+
+    result = manage("alembic_upgrade", "--plan", database_url=pg_url, **copy.env)
+
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    size = scalar(pg_engine, "SELECT pg_total_relation_size('detected_materials')")
+    megabytes = f"{size / (1024 * 1024):,.1f}"
+    assert result.stdout.splitlines()[3:] == [
+        "  Apply:",
+        f"    {THIRD}",
+        "      ALTER TABLE detected_materials ADD COLUMN IF NOT EXISTS verified BOOLEAN: "
+        f"ACCESS EXCLUSIVE on detected_materials (about 3,000 rows, {megabytes} MB); "
+        "blocks reads and writes",
+        "      CREATE INDEX ix_detected_materials_job_material ON detected_materials...: "
+        f"SHARE on detected_materials (about 3,000 rows, {megabytes} MB); blocks writes",
+        f"  Warning: {THIRD} takes ACCESS EXCLUSIVE on detected_materials (about 3,000 rows, "
+        f"{megabytes} MB): it blocks reads and writes while `ALTER TABLE detected_materials ADD "
+        "COLUMN IF NOT EXISTS verified BOOLEAN` runs.",
+        f"  Warning: {THIRD} takes SHARE on detected_materials (about 3,000 rows, {megabytes} MB):"
+        " it blocks writes while `CREATE INDEX ix_detected_materials_job_material ON "
+        "detected_materials...` runs.",
+    ]
+    summary = json.loads(
+        manage("alembic_upgrade", "--plan", "--json", database_url=pg_url, **copy.env).stdout
+    )
+    assert [(s["lock"], s["blocks"], s["rows"], s["warning"]) for s in summary["steps"]] == [
+        ("ACCESS EXCLUSIVE", "reads and writes", 3000, True),
+        ("SHARE", "writes", 3000, True),
+    ]
+    assert catalog(pg_engine) == before
 
 
 # The indexes revision 3d5f8a9b2c41 adds, as --sql prints them on PostgreSQL.

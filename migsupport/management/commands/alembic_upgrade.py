@@ -20,6 +20,7 @@ from migsupport.events import (
     RevisionStarted,
     StateKnown,
 )
+from migsupport.exceptions import MigsupportError
 from migsupport.management.base import MigsupportCommand, seconds
 from migsupport.timeouts import Timeouts
 
@@ -86,7 +87,24 @@ class Command(MigsupportCommand):
     def run(self, *args: Any, **options: Any) -> None:
         self.json = options["json"]
         self.applying, self.broken = "", True
-        result = api.upgrade(
+        try:
+            result = self._upgrade(options)
+        except MigsupportError:
+            # The error line follows on stderr: end the revision's open line first.
+            if self.applying:
+                self._end_line(self.style.ERROR(" FAILED"))
+            raise
+        if options["sql"]:
+            self.stdout.write(result.sql or "", ending="")
+        elif self.json:
+            self.stdout.write(json.dumps(result.to_dict(), indent=2))
+        elif options["plan"]:
+            self._render_plan(result)
+        else:
+            self._render_result(result)
+
+    def _upgrade(self, options: dict[str, Any]) -> api.UpgradeResult:
+        return api.upgrade(
             options["revision"],
             database=options["database"],
             plan=options["plan"],
@@ -102,14 +120,6 @@ class Command(MigsupportCommand):
             backup_dir=options["backup_dir"],
             progress=None if self.json or options["sql"] else self._progress,
         )
-        if options["sql"]:
-            self.stdout.write(result.sql or "", ending="")
-        elif self.json:
-            self.stdout.write(json.dumps(result.to_dict(), indent=2))
-        elif options["plan"]:
-            self._render_plan(result)
-        else:
-            self._render_result(result)
 
     def _say(self, text: str, level: int = 1) -> None:
         if self.verbosity >= level:
@@ -141,6 +151,7 @@ class Command(MigsupportCommand):
             # After lines of its own, the revision's line is written whole again.
             head = self.applying if self.broken else ""
             self.stdout.write(head + style.SUCCESS(" OK") + timing)
+            self.applying, self.broken = "", True
         elif isinstance(event, LockRetry):
             self._end_line(style.WARNING(f" {event.reason}"))
             self._say(style.WARNING(f"    {retry_line(event)}"))
@@ -170,8 +181,20 @@ class Command(MigsupportCommand):
             self.stdout.write("  Apply:")
             for revision in result.revisions:
                 self.stdout.write(f"    {revision}")
+                if self.verbosity >= 1:
+                    for step in (s for s in result.steps if s.revision == revision):
+                        self.stdout.write(f"      {step_line(step)}")
         else:
             self.stdout.write(f"  Nothing to apply: the database is at {result.target}.")
+        for step in result.steps:
+            if step.blocking and step.large:
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"  Warning: {step.revision} takes {step.lock} on {step.table} "
+                        f"({size_text(step)}): it blocks {step.blocks} while "
+                        f"`{shortened(step.statement)}` runs."
+                    )
+                )
 
     def _render_result(self, result: api.UpgradeResult) -> None:
         if result.applied:
@@ -205,3 +228,29 @@ def build_line(event: BuildProgress) -> str:
     where = f" {event.index} on {event.table}" if event.index else ""
     done = f", {event.blocks_done}/{event.blocks_total} blocks" if event.blocks_total else ""
     return f"building{where}: {event.phase}{done}"
+
+
+def shortened(statement: str, width: int = 72) -> str:
+    return statement if len(statement) <= width else statement[: width - 3] + "..."
+
+
+def size_text(step: Any) -> str:
+    """Say a table's estimated rows and size, as pg_class has them."""
+    if step.rows is None:
+        return "a table this plan creates"
+    megabytes = (step.size or 0) / (1024 * 1024)
+    return f"about {step.rows:,} rows, {megabytes:,.1f} MB"
+
+
+def step_line(step: Any) -> str:
+    """Say what one step locks and what that blocks: `statement`: lock on table (size): blocks."""
+    if not step.known:
+        return f"{shortened(step.statement)}: lock unknown; review it"
+    if step.lock is None or step.table is None:
+        return f"{shortened(step.statement)}: no lock on an existing table; blocks nothing"
+    if step.rows is None:
+        return f"{shortened(step.statement)}: {step.lock} on {step.table}, which this plan creates"
+    return (
+        f"{shortened(step.statement)}: {step.lock} on {step.table} ({size_text(step)}); "
+        f"blocks {step.blocks}"
+    )
