@@ -490,7 +490,7 @@ def test_json_prints_the_summary_of_what_was_done(sqlite_url):
     summary = json.loads(result.stdout)
     assert set(summary) == {
         "database", "url", "direct", "state", "current", "target", "baseline", "revisions",
-        "applied", "after", "backup", "dry_run", "differences", "unowned",
+        "applied", "after", "backup", "dry_run", "steps", "differences", "unowned",
     }  # fmt: skip
     assert summary["database"] == "default"
     assert (summary["url"], summary["direct"]) == (shown(database_url), False)
@@ -755,7 +755,7 @@ def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
     assert failed.stdout.splitlines() == [
         APPLY_SECOND,
         APPLY_HEAD,
-        f"  Applying {THIRD} ({THIRD_DOC})...",
+        f"  Applying {THIRD} ({THIRD_DOC})... FAILED",
     ]
     (line,) = failed.stderr.splitlines()
     duplicate = (
