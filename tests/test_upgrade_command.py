@@ -62,6 +62,10 @@ from tests.support.states import (
     write_third_revision,
 )
 
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("upgrade")
+
 
 @pytest.fixture(scope="module")
 def upgrades(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
