@@ -554,7 +554,8 @@ def test_lock_timeout_on_postgresql_exits_cleanly_naming_the_lock_and_its_holder
         elapsed = time.monotonic() - started
 
     assert result.returncode == 1
-    assert 2.0 <= elapsed < 6.0
+    # The wait itself is in the message (2.x s); the wall time adds a start-up of any length.
+    assert elapsed >= 2.0
     stdout = result.stdout.splitlines()
     assert len(stdout) == 1
     assert stdout[0].startswith(
@@ -585,7 +586,8 @@ def test_lock_timeout_on_sqlite_exits_cleanly_naming_the_file_lock(sqlite_url):
         elapsed = time.monotonic() - started
 
     assert result.returncode == 1
-    assert 2.0 <= elapsed < 6.0
+    # The wait itself is in the message (2.x s); the wall time adds a start-up of any length.
+    assert elapsed >= 2.0
     assert result.stdout == f"Waiting for the deploy lock: {label} is held by another process\n"
     assert re.fullmatch(
         r"CommandError: timed out after 2\.\ds waiting for the deploy lock "
