@@ -795,8 +795,11 @@ def test_a_process_killed_mid_revision_leaves_the_last_whole_revision_and_no_loc
         )
         holder = scalar(
             pg_engine,
+            # This database's lock: the same key is every database's deploy lock.
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = :high AND objid = :low",
+            "AND classid = :high AND objid = :low "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = :db)",
+            db=database,
             high=(advisory_key(PG_LOCK_NAME) & 0xFFFFFFFFFFFFFFFF) >> 32,
             low=advisory_key(PG_LOCK_NAME) & 0xFFFFFFFF,
         )
