@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,16 @@ from sqlalchemy.engine import URL
 
 from tests.support.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
 from tests.support.project import PROJECT
-from tests.support.server import admin_execute, scratch_databases, unclaimed_scratch_databases
+from tests.support.server import (
+    abandoned_scratch_databases,
+    admin_execute,
+    scratch_databases,
+)
 from tests.support.states import BASELINE, HEAD, SECOND
+
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("verify")
 
 SCRATCH_PREFIX = "migsupport_scratch_"
 SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}[0-9a-f]{{16}}")
@@ -297,8 +306,8 @@ class Runs:
         self.request = request
         self.outcomes: dict[str, Outcome] = {}
         # The server's scratch databases before and after the PostgreSQL batch.
+        self.scratch_before: set[str] = set()
         self.scratch_after: set[str] = set()
-        self.unclaimed_after: set[str] = set()
         self.server: URL | None = None
 
     def __call__(self, name: str) -> Outcome:
@@ -308,6 +317,8 @@ class Runs:
 
     def _run_all(self, dialect: str) -> None:
         server = self.request.getfixturevalue("pg_server") if dialect == "postgresql" else None
+        if server is not None:
+            self.scratch_before = scratch_databases(server)
         started = []
         try:
             for name, job in JOBS.items():
@@ -332,7 +343,6 @@ class Runs:
                 self.outcomes[name] = Outcome(tree, tmpdir, result)
         if server is not None:
             self.scratch_after = scratch_databases(server)
-            self.unclaimed_after = unclaimed_scratch_databases(server)
             self.server = server
 
     def database(self, name: str) -> Path:
@@ -639,10 +649,13 @@ def test_no_scratch_database_is_left(runs: Runs) -> None:
     outcomes = {name: runs(name) for name, job in JOBS.items() if job.dialect == "postgresql"}
     # Two heads end before any is made.
     assert not SCRATCH_NAME.findall(outcomes["two_heads"].result.stdout)
-    # Only --keep's stays. Other runs on this server make and drop their own meanwhile,
-    # so what is asserted is the fate of the ones these runs made.
     kept = scratch_of(outcomes["pg_keep"])
-    assert kept in runs.unclaimed_after
+    # Only --keep's stays; two heads end before any is made. Other runs on the
+    # server (test workers, checkouts) may be using scratch databases of their
+    # own meanwhile: those are claimed, and not counted.
+    assert kept in runs.scratch_after
+    new = runs.scratch_after - runs.scratch_before - {kept}
+    assert abandoned_scratch_databases(runs.server, new) == set()
     for name, outcome in outcomes.items():
         if name not in ("two_heads", "pg_keep"):
             assert scratch_of(outcome) not in runs.scratch_after, name
@@ -720,15 +733,12 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
         f"    {HEAD} OK",
     ]
     assert scratch not in left
-    # Nothing else was left behind: any scratch database that appeared meanwhile belongs
-    # to another run on this server, and is claimed by it.
-    assert unclaimed_scratch_databases(pg_server) <= before
+    assert abandoned_scratch_databases(pg_server, left - before) == set()
 
 
 @pytest.mark.postgresql
 def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
-    role, password = "verify_nocreatedb", "x-Pass-1"
-    admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+    role, password = f"verify_nocreatedb_{uuid.uuid4().hex[:8]}", "x-Pass-1"
     admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     try:
         admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
