@@ -44,8 +44,21 @@ from migsupport.ledger import Ledger, ledger_path
 from migsupport.locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from migsupport.locking import deploy_lock
 from migsupport.locks import Step, plan_steps
+from migsupport.repair import (
+    BUILD,
+    CHANGE,
+    VALIDATE,
+    RepairFailed,
+    RepairPlan,
+    RepairRefused,
+    check_transaction,
+    plan_repair,
+    refusal,
+)
+from migsupport.repair import Step as RepairStep
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 from migsupport.state import (
+    EMPTY,
     StateReport,
     classify,
     known_schemas,
@@ -492,6 +505,212 @@ def stamp(
             return dataclasses.replace(result, stamped=True)
 
 
+# -- repair ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """What a repair found and planned, and whether it carried the plan out."""
+
+    database: str
+    url: str
+    plan: RepairPlan
+    repaired: bool = False
+    after: StateReport | None = None
+    backup: Path | None = None
+    dry_run: bool = False
+    sql: str | None = None
+    direct: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "url": self.url,
+            "direct": self.direct,
+            **self.plan.to_dict(),
+            "repaired": self.repaired,
+            "after": self.after.state if self.after is not None else None,
+            "backup": str(self.backup) if self.backup else None,
+            "dry_run": self.dry_run,
+        }
+
+
+def _plan_repair(
+    connection: sa.Connection,
+    knowledge: _Knowledge,
+    revision: str | None,
+    allow_behaviour_changes: bool,
+) -> RepairPlan:
+    report = knowledge.classify(connection)
+    schemas = knowledge.schemas(connection.dialect.name) if report.state != EMPTY else {}
+    live, _ = owned_schema(connection, schemas)
+    return plan_repair(
+        connection,
+        report,
+        live,
+        schemas,
+        revision=revision,
+        allow_behaviour_changes=allow_behaviour_changes,
+    )
+
+
+def repair(
+    revision: str | None = None,
+    *,
+    database: str = DEFAULT_DB_ALIAS,
+    plan: bool = False,
+    sql: bool = False,
+    backup_dir: Path | None = None,
+    allow_behaviour_changes: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    timeouts: Timeouts | None = None,
+    progress: Progress | None = None,
+) -> RepairResult:
+    """Converge a drifted or unmatched database to a revision by safe steps, proven.
+
+    The target is the recorded revision of a drifted database, or for an
+    unversioned one that matches nothing, ``revision`` or the nearest one.
+    If any fix needs a person, :class:`RepairRefused` is raised and nothing
+    changes. Otherwise, under the deploy lock and the DDL timeouts: the
+    concurrent builds, then one transaction proven against the target before
+    it commits, then the validations, then the proof again. A failed proof
+    rolls back what it can and drops what was built concurrently. ``plan``
+    and ``sql`` change nothing. Repair never records a version.
+    """
+    timeouts = timeouts or Timeouts.from_settings()
+    knowledge, _, engine, where = _prepare(database, "head", "alembic_repair")
+    target = resolve_revision(knowledge.scripts, revision) if revision else None
+    url = safe_url(engine.url)
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        if plan or sql:
+            _read_one_snapshot(connection)
+            decided = _plan_repair(connection, knowledge, target, allow_behaviour_changes)
+            return RepairResult(
+                database=database,
+                url=url,
+                plan=decided,
+                dry_run=True,
+                sql=decided.sql() if sql and decided.needed else None,
+                direct=where.direct,
+            )
+        with _deploy_lock(connection, database, lock_timeout, progress):
+            emit(progress, LockAcquired())
+            # Classified and planned again under the lock: another deploy may have run.
+            decided = _plan_repair(connection, knowledge, target, allow_behaviour_changes)
+            emit(progress, StateKnown(report=decided.report))
+            result = RepairResult(database=database, url=url, plan=decided, direct=where.direct)
+            if not decided.needed:
+                return result
+            if decided.blocked:
+                raise RepairRefused(refusal(decided), decided)
+            backup_path = None
+            if backup_dir is not None:
+                backup_path = backup(connection, Path(backup_dir), decided.report.current)
+                connection.rollback()
+                emit(progress, BackupWritten(path=backup_path))
+            _carry_out(connection, knowledge, decided, timeouts, progress)
+            after = knowledge.classify(connection)
+            return dataclasses.replace(result, repaired=True, after=after, backup=backup_path)
+
+
+def _carry_out(
+    connection: sa.Connection,
+    knowledge: _Knowledge,
+    decided: RepairPlan,
+    timeouts: Timeouts,
+    progress: Progress | None,
+) -> None:
+    """Run the plan's phases; prove the schema inside the transaction and after the validations."""
+    assert decided.target is not None
+    schemas = knowledge.schemas(connection.dialect.name)
+    expected = schemas[decided.target]
+    stays = decided.report.current or "no recorded version"
+    executor = Executor(
+        connection,
+        knowledge.scripts,
+        lambda hook: knowledge.config,
+        timeouts=timeouts,
+        progress=progress,
+    )
+    built: list[RepairStep] = []
+
+    def run(sql: str) -> Callable[[], None]:
+        def work() -> None:
+            connection.exec_driver_sql(sql)
+
+        return work
+
+    def transaction() -> None:
+        for step in decided.steps(CHANGE):
+            connection.exec_driver_sql(step.sql)
+        remaining = check_transaction(owned_schema(connection, schemas)[0], expected, decided)
+        if remaining:
+            raise RepairFailed(
+                f"refused: the repair to {decided.target} would not converge; its transaction "
+                "was rolled back",
+                tuple(remaining),
+            )
+
+    with executor.timed():
+        try:
+            for step in decided.steps(BUILD):
+                with _autocommit(connection):
+                    executor.run("repair", run(step.sql), last=stays, what="the repair")
+                built.append(step)
+            executor.run("repair", transaction, last=stays, what="the repair")
+        except BaseException as exc:
+            left = _undo(connection, built)
+            if isinstance(exc, RepairFailed):
+                raise RepairFailed(
+                    f"{exc}, and what was built concurrently was dropped again"
+                    + (f" but for {', '.join(left)}" if left else "")
+                    + "; nothing else was changed",
+                    exc.differences,
+                ) from exc
+            raise
+        for step in decided.steps(VALIDATE):
+            executor.run("repair", run(step.sql), last=stays, what="the repair")
+    remaining = compare(owned_schema(connection, schemas)[0], expected)
+    connection.rollback()
+    if remaining:
+        raise SchemaDrift(
+            f"the repair to {decided.target} finished, but the schema still differs from it",
+            tuple(remaining),
+        )
+
+
+@contextlib.contextmanager
+def _autocommit(connection: sa.Connection) -> Iterator[None]:
+    """Run the block in autocommit, as a concurrent build must, then go back."""
+    if connection.in_transaction():
+        connection.commit()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    level = connection.get_isolation_level()
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execution_options(isolation_level=level)
+
+
+def _undo(connection: sa.Connection, built: list[RepairStep]) -> list[str]:
+    """Drop what the repair built concurrently; return what could not be dropped."""
+    left = []
+    for step in reversed(built):
+        if step.undo is None:
+            continue
+        try:
+            with _autocommit(connection):
+                connection.exec_driver_sql(step.undo)
+        except sa.exc.DBAPIError:
+            left.append(step.undo.rsplit(" ", 1)[-1])
+    return left
+
+
 # -- ledger --------------------------------------------------------------------
 
 
@@ -592,6 +811,7 @@ __all__ = [
     "DatabaseUnavailable",
     "LedgerResult",
     "MigrationFailed",
+    "RepairResult",
     "StampResult",
     "StatusResult",
     "UpgradeResult",
@@ -599,6 +819,7 @@ __all__ = [
     "check_ledger",
     "command_target",
     "inspect_state",
+    "repair",
     "script_directory",
     "stamp",
     "status",

@@ -53,7 +53,7 @@ from migsupport.events import (
     RevisionStarted,
     emit,
 )
-from migsupport.exceptions import LockNotGranted, MigrationFailed
+from migsupport.exceptions import LockNotGranted, MigrationFailed, MigsupportError
 from migsupport.history import migrate
 from migsupport.snapshot import Snapshot, compare
 from migsupport.timeouts import ATTRIBUTE, Timeouts
@@ -297,12 +297,7 @@ class Executor:
     def stamp(self, revision: str, *, last: str) -> None:
         """Record ``revision`` (the baseline) in the version table, under the timeouts."""
         config = self._config(None)
-        self._attempts(
-            revision,
-            None,
-            lambda: migrate(config, self.scripts, "stamp", revision),
-            last=last,
-        )
+        self.run(revision, lambda: migrate(config, self.scripts, "stamp", revision), last=last)
 
     def apply(self, revisions: Sequence[str], *, start: str | None) -> list[AppliedRevision]:
         """Apply ``revisions`` in order, one transaction each; name the one that fails.
@@ -329,7 +324,7 @@ class Executor:
                 committing[0] = False
                 migrate(config, self.scripts, "upgrade", revision)
 
-            attempts = self._attempts(revision, script.doc, work, last=last, committing=committing)
+            attempts = self.run(revision, work, last=last, doc=script.doc, committing=committing)
             item = AppliedRevision(
                 revision=script.revision,
                 down_revision=script.down_revision,
@@ -346,16 +341,25 @@ class Executor:
         config.attributes[ATTRIBUTE] = self.timeouts
         return config
 
-    def _attempts(
+    def run(
         self,
         revision: str,
-        doc: str | None,
         work: Callable[[], None],
         *,
         last: str,
+        doc: str | None = None,
         committing: list[bool] | None = None,
+        what: str | None = None,
     ) -> int:
-        """Run ``work`` and commit; retry while its locks are not granted; return the attempts."""
+        """Run ``work`` in a transaction and commit; retry while its locks are not granted.
+
+        Return the attempts it took. ``revision`` names the work in progress
+        events and messages (``what`` words it, default "revision X");
+        ``last`` is where the database stays should it fail. A
+        :class:`MigsupportError` raised by ``work`` (a refusal, a failed
+        proof) rolls the transaction back and passes through as it is.
+        """
+        what = what or f"revision {revision}"
         started = time.monotonic()
         attempt = 0
         while True:
@@ -368,6 +372,11 @@ class Executor:
                 work()
                 self.connection.commit()
                 return attempt
+            except MigsupportError:
+                with contextlib.suppress(sa.exc.DBAPIError):
+                    if self.connection.in_transaction():
+                        self.connection.rollback()
+                raise
             except Exception as exc:
                 lost = connection_lost(exc, self.connection)
                 # A dead connection cannot roll back; the server already has.
@@ -383,6 +392,7 @@ class Executor:
                             last,
                             lost=lost,
                             committing=bool(committing and committing[0]),
+                            what=what,
                         )
                     ) from exc
                 table, blocker = self.watch.seen() if self.watch is not None else (None, None)
@@ -390,7 +400,7 @@ class Executor:
                 delay = backoff(attempt, self.rng)
                 if elapsed + delay > self.timeouts.retry_budget:
                     raise self._gave_up(
-                        revision, last, reason, table, blocker, attempt, elapsed
+                        revision, last, reason, table, blocker, attempt, elapsed, what=what
                     ) from exc
                 self.emit(
                     LockRetry(
@@ -427,29 +437,34 @@ class Executor:
         )
 
     def _failure(
-        self, exc: BaseException, revision: str, last: str, *, lost: bool, committing: bool
+        self,
+        exc: BaseException,
+        revision: str,
+        last: str,
+        *,
+        lost: bool,
+        committing: bool,
+        what: str,
     ) -> str:
-        """Say which revision failed, where the database stands, and why."""
+        """Say what failed, where the database stands, and why."""
         detail = error_line(exc)
         if lost and committing:
             # The COMMIT was sent; whether the server ran it is unknown.
             return (
-                f"the connection to the database was lost while revision {revision} was being "
+                f"the connection to the database was lost while {what} was being "
                 f"committed ({detail}); the database is at {last} or {revision}: rerun the "
                 "upgrade, which resumes from the revision the database records"
             )
         if lost:
             return (
-                f"revision {revision} failed and was rolled back; the database stays at {last}: "
+                f"{what} failed and was rolled back; the database stays at {last}: "
                 f"the connection to the database was lost ({detail})"
             )
         where = self._where(revision, last)
         if where.startswith(f"the database stays at {last}, with part"):
-            return (
-                f"revision {revision} failed and its transaction was rolled back; {where}: {detail}"
-            )
+            return f"{what} failed and its transaction was rolled back; {where}: {detail}"
         stays = f"the database stays at {last}"
-        return f"revision {revision} failed and was rolled back; {stays}: {detail}"
+        return f"{what} failed and was rolled back; {stays}: {detail}"
 
     def _gave_up(
         self,
@@ -460,24 +475,26 @@ class Executor:
         blocker: Blocker | None,
         attempts: int,
         elapsed: float,
+        *,
+        what: str,
     ) -> LockNotGranted:
         if reason == "lock not granted":
-            what = f"the lock on table {table}" if table else "a lock"
-            what += f" was not granted within {self.timeouts.lock:g}s"
+            cause = f"the lock on table {table}" if table else "a lock"
+            cause += f" was not granted within {self.timeouts.lock:g}s"
         else:
-            what = f"a {reason} on table {table}" if table else f"a {reason}"
-            what += " kept recurring"
+            cause = f"a {reason} on table {table}" if table else f"a {reason}"
+            cause += " kept recurring"
         if blocker is not None:
-            what += f", held by {blocker}"
+            cause += f", held by {blocker}"
         hint = (
             "; retry when that session has finished, or raise --ddl-retry-budget"
             if blocker is not None
             else "; retry later, or raise --ddl-retry-budget"
         )
         message = (
-            f"revision {revision} could not take its locks within the retry budget "
+            f"{what} could not take its locks within the retry budget "
             f"({self.timeouts.retry_budget:g}s, {attempts} attempt{'s' if attempts != 1 else ''}): "
-            f"{what}; {self._where(revision, last)}{hint}"
+            f"{cause}; {self._where(revision, last)}{hint}"
         )
         return LockNotGranted(
             message,
