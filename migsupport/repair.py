@@ -155,7 +155,8 @@ class RepairRefused(Refused):
 
     def __init__(self, message: str, plan: RepairPlan) -> None:
         self.plan = plan
-        super().__init__(message, tuple(fix.difference for fix in plan.blocked))
+        # The command shows the whole plan, each fix with its verdict.
+        super().__init__(message)
 
 
 class RepairFailed(Refused):
