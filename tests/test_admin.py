@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,18 +19,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from materials.admin import (
-    CONFIDENCE_RANGES,
-    INLINE_MATERIALS_LIMIT,
-    STATUS_COLOURS,
-    distinct_values,
-    estimated_count_sql,
-    estimated_table_count,
-    format_duration,
-    is_unfiltered,
-    status_badge,
-    summarize_materials,
-)
+from materials.admin.display import STATUS_COLOURS, format_duration, short_id, status_badge
+from materials.admin.filters import distinct_values
+from materials.admin.options import CONFIDENCE_RANGES, INLINE_MATERIALS_LIMIT
+from materials.estimates import estimated_count_sql, estimated_table_count, is_unfiltered
 from materials.models import DetectedMaterial, JobStatus, MaterialDetectionJob
 
 MATERIALS_LIST = reverse("admin:materials_detectedmaterial_changelist")
@@ -110,6 +105,31 @@ def superuser_client(client: Client) -> Client:
     return client
 
 
+# Layout
+
+MODEL_AGNOSTIC = (
+    "materials.estimates",
+    "materials.admin.charts",
+    "materials.admin.filters",
+    "materials.admin.utils",
+    "materials.admin.views.main",
+)
+
+
+@pytest.mark.parametrize("module", MODEL_AGNOSTIC)
+def test_model_agnostic_modules_import_no_model(module: str) -> None:
+    tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+
+    project = {name for name in imported if name and name.split(".")[0] == "materials"}
+    assert project <= set(MODEL_AGNOSTIC), project
+
+
 # Access
 
 
@@ -149,8 +169,14 @@ def test_viewer_sees_every_material_with_its_job(viewer_client: Client, sample) 
     content = response.content.decode()
     for name in sample["materials"]:
         assert name in content
-    # The job column links to the job's admin page and shows its status.
-    assert f'<a href="{job_change_url(sample["failed"])}">{sample["failed"].pk}</a>' in content
+    # The job column links to the job's admin page, by a short id with the
+    # whole one on hover, and shows its status.
+    failed = sample["failed"].pk
+    assert (
+        f'<a href="{job_change_url(sample["failed"])}"><span class="short-id" title="{failed}" '
+        f'style="font-family: monospace; white-space: nowrap;">{str(failed)[:8]}</span></a>'
+    ) in content
+    assert f">{failed}<" not in content
     assert "Failed" in content
     # Read-only: no add button, no bulk actions.
     assert reverse("admin:materials_detectedmaterial_add") not in content
@@ -165,6 +191,25 @@ def test_jobs_list_shows_every_job(viewer_client: Client, sample) -> None:
     listed = {job.pk for job in response.context["cl"].result_list}
     assert listed == {sample["done"].pk, sample["other"].pk, sample["failed"].pk}
     assert reverse("admin:materials_materialdetectionjob_add") not in response.content.decode()
+
+
+def test_short_id_keeps_the_whole_id_for_the_tooltip() -> None:
+    job_id = uuid.UUID("8a872ef2-ceec-46e1-8b49-76ac3b0afda0")
+
+    assert short_id(job_id) == (
+        '<span class="short-id" title="8a872ef2-ceec-46e1-8b49-76ac3b0afda0" '
+        'style="font-family: monospace; white-space: nowrap;">8a872ef2</span>'
+    )
+
+
+@pytest.mark.django_db
+def test_job_list_shows_short_ids_linking_to_each_job(viewer_client: Client, sample) -> None:
+    content = viewer_client.get(JOBS_LIST).content.decode()
+
+    for job in (sample["done"], sample["other"], sample["failed"]):
+        link = f'<th class="field-short_id"><a href="{job_change_url(job)}">{short_id(job.pk)}</a>'
+        assert link in content
+        assert f">{job.pk}<" not in content
 
 
 # Filters and search
@@ -620,23 +665,58 @@ def test_date_hierarchy_of_nothing_is_empty(viewer_client: Client, dated) -> Non
 # Sorting
 
 
+def names(response: Any) -> list[str]:
+    return [m.material_name for m in response.context["cl"].result_list]
+
+
 @pytest.mark.django_db
-def test_only_the_creation_date_sorts(viewer_client: Client, dated) -> None:
+def test_only_the_indexed_columns_sort(viewer_client: Client, dated) -> None:
     newest_first = ["late", "summer", "mid-march", "early"]
 
     default = viewer_client.get(MATERIALS_LIST)
-    # "o" holds list_display indexes: 0 is material_name, 5 created_at.
+    # "o" holds list_display indexes: 0 is material_name, 2 confidence, 5 created_at.
     by_name = viewer_client.get(MATERIALS_LIST, {"o": "0"})  # refused: no index serves it
     oldest_first = viewer_client.get(MATERIALS_LIST, {"o": "5"})
-
-    def names(response: Any) -> list[str]:
-        return [m.material_name for m in response.context["cl"].result_list]
 
     assert names(default) == newest_first
     assert names(by_name) == newest_first
     assert names(oldest_first) == newest_first[::-1]
     content = default.content.decode()
-    assert content.count('class="sortable') == 1
+    assert content.count('class="sortable') == 2
+    assert '<th scope="col" class="sortable column-confidence">' in content
+    assert '<th scope="col" class="sortable column-created_at sorted descending">' in content
+
+
+@pytest.mark.django_db
+def test_materials_sort_by_confidence(viewer_client: Client, make_job, make_material) -> None:
+    job = make_job()
+    for name, confidence, day in (("low", 0.31, 1), ("top", 0.99, 2), ("mid", 0.7, 3)):
+        make_material(job, name, confidence=confidence, created_at=at(2025, 1, day))
+
+    ascending = viewer_client.get(MATERIALS_LIST, {"o": "2"})
+    descending = viewer_client.get(MATERIALS_LIST, {"o": "-2"})
+    then_newest = viewer_client.get(MATERIALS_LIST, {"o": "-2.-5"})
+
+    assert names(ascending) == ["low", "mid", "top"]
+    assert names(descending) == ["top", "mid", "low"]
+    assert names(then_newest) == ["top", "mid", "low"]
+    content = ascending.content.decode()
+    assert '<th scope="col" class="sortable column-confidence sorted ascending">' in content
+    assert ascending.context["cl"].get_ordering_field_columns() == {2: "asc"}
+
+
+@pytest.mark.django_db
+def test_an_unsortable_order_is_dropped_from_the_page(viewer_client: Client, dated) -> None:
+    mixed = viewer_client.get(MATERIALS_LIST, {"o": "0.5"})
+    refused = viewer_client.get(MATERIALS_LIST, {"o": "0.x.-9"})
+
+    # The name part is dropped; the creation date's is kept.
+    assert mixed.context["cl"].params["o"] == "5"
+    assert names(mixed) == ["early", "mid-march", "summer", "late"]
+    # Nothing sortable is left: the default order, and no "o" in the links.
+    assert "o" not in refused.context["cl"].params
+    assert names(refused) == ["late", "summer", "mid-march", "early"]
+    assert "o=0" not in refused.content.decode()
 
 
 # Counting
@@ -672,7 +752,7 @@ def test_big_unfiltered_list_shows_the_planner_estimate(
     require_postgresql()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE detected_materials")
-    monkeypatch.setattr("materials.admin.ESTIMATE_THRESHOLD", 1)
+    monkeypatch.setattr("materials.estimates.ESTIMATE_THRESHOLD", 1)
 
     unfiltered = viewer_client.get(MATERIALS_LIST)
     filtered = viewer_client.get(MATERIALS_LIST, {"category": "metal"})
@@ -814,7 +894,7 @@ def test_summary_counts_each_category_with_its_mean_confidence(make_job, make_ma
     make_material(other, "f", category="wood", confidence=0.1)
 
     with CaptureQueriesContext(connection) as queries:
-        summary = summarize_materials(job)
+        summary = DetectedMaterial.objects.filter(job=job).summarize()
 
     assert len(queries) == 1
     assert summary.total == 5
