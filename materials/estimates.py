@@ -22,6 +22,7 @@ PostgreSQL only; the callers count exactly elsewhere.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ from django.db.models import Field, Model, QuerySet
 ESTIMATE_THRESHOLD = 100_000
 
 # How many rows a sample reads, whatever the table's size.
-SAMPLE_ROWS = 20_000
+SAMPLE_ROWS = 10_000
 
 # The planner's estimate of a table's rows now: the density seen by the last
 # ANALYZE or vacuum, times the current number of pages. Never analysed: 0.
@@ -120,14 +121,16 @@ def sample_percent(rows: int, sample_rows: int | None = None) -> float:
 class ColumnStatistics:
     """What ``ANALYZE`` recorded about one column (``pg_stats``), and the table's rows.
 
-    ``rows`` is the planner's estimate of the table's rows now (0 if never
-    analysed). ``most_common`` pairs each most common value with the share
+    ``rows`` is the planner's estimate of the table's rows now, and
+    ``analysed_rows`` the rows the last ``ANALYZE`` (or vacuum) counted: both
+    0 if never analysed. ``most_common`` pairs each most common value with the share
     of rows holding it; ``histogram`` holds the bounds of buckets that each
     hold the same share of the remaining rows (the non-NULL, non-most-common
     ones). ``analysed`` is False when there are no statistics of the column.
     """
 
     rows: int
+    analysed_rows: int = 0
     analysed: bool = False
     null_fraction: float = 0.0
     most_common: tuple[tuple[Any, float], ...] = ()
@@ -171,7 +174,7 @@ class ColumnStatistics:
     def _buckets_overlap(self, low: Any, high: Any) -> float:
         """How many buckets' worth of the histogram lies in ``[low, high)``."""
         bounds = self.histogram
-        first = max(bisect.bisect_right(bounds, low) - 1, 0)
+        first = max(bisect.bisect_left(bounds, low) - 1, 0)
         covered = 0.0
         for i in range(first, len(bounds) - 1):
             start, end = bounds[i], bounds[i + 1]
@@ -193,7 +196,8 @@ def column_statistics_sql(connection: BaseDatabaseWrapper, element_type: str) ->
     text to arrays of ``element_type``.
     """
     return f"""
-        SELECT {_ROW_ESTIMATE}, s.attname IS NOT NULL, s.null_frac,
+        SELECT {_ROW_ESTIMATE} AS row_count, GREATEST(c.reltuples, 0)::bigint AS analysed_rows,
+               s.attname IS NOT NULL AS analysed, s.null_frac,
                s.most_common_vals::text::{element_type}[], s.most_common_freqs,
                s.histogram_bounds::text::{element_type}[]
         FROM pg_class c
@@ -215,17 +219,55 @@ def column_statistics(
     ``element_type`` is the SQL type to read the values as (the column's own
     by default; ``text`` suits an ENUM).
     """
+    stats, _ = statistics_or_rows(connection, model, field, element_type=element_type)
+    return stats
+
+
+def statistics_or_rows(
+    connection: BaseDatabaseWrapper,
+    model: type[Model],
+    field: Field,
+    exact: QuerySet[Any] | None = None,
+    *,
+    element_type: str | None = None,
+    threshold: int | None = None,
+) -> tuple[ColumnStatistics, list[dict[str, Any]] | None]:
+    """Return ``column_statistics``, and ``exact``'s rows if the table is small: one query.
+
+    ``exact`` runs, as a subquery PostgreSQL evaluates only then, when the
+    table is estimated below ``threshold`` rows (``ESTIMATE_THRESHOLD`` by
+    default) or the column has no statistics; its rows come back as dicts
+    of JSON values (dates as ISO strings). Otherwise they are None.
+    """
     element_type = element_type or field.db_type(connection)
+    threshold = ESTIMATE_THRESHOLD if threshold is None else threshold
     table = connection.ops.quote_name(model._meta.db_table)
+    sql, params = column_statistics_sql(connection, element_type), [field.column, table]
+    if exact is not None:
+        exact_sql, exact_params = exact.query.get_compiler(connection=connection).as_sql()
+        sql = f"""
+            WITH stats AS ({sql})
+            SELECT stats.*, CASE WHEN NOT stats.analysed OR stats.row_count < %s THEN (
+                SELECT COALESCE(json_agg(row_to_json(exact)), '[]') FROM ({exact_sql}) AS exact
+            ) END
+            FROM stats
+        """
+        params = [*params, threshold, *exact_params]
     with connection.cursor() as cursor:
-        cursor.execute(column_statistics_sql(connection, element_type), [field.column, table])
-        rows, analysed, null_fraction, values, frequencies, histogram = cursor.fetchone()
+        cursor.execute(sql, params)
+        (rows, analysed_rows, analysed, null_fraction, values, frequencies, histogram, *found) = (
+            cursor.fetchone()
+        )
+    exact_rows = found[0] if found else None
+    if isinstance(exact_rows, str):  # a driver that does not decode JSON
+        exact_rows = json.loads(exact_rows)
     if not analysed:
-        return ColumnStatistics(rows=int(rows))
+        return ColumnStatistics(rows=int(rows), analysed_rows=int(analysed_rows)), exact_rows
     return ColumnStatistics(
         rows=int(rows),
+        analysed_rows=int(analysed_rows),
         analysed=True,
         null_fraction=float(null_fraction or 0.0),
         most_common=tuple(zip(values or (), frequencies or (), strict=True)),
         histogram=tuple(histogram or ()),
-    )
+    ), exact_rows

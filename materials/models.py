@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, models
-from django.db.models import Count, F, Sum
+from django.db.models import Count, F, Sum, Value
 from django.db.models.functions import Floor, Greatest, Least, Now, TruncDate
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from materials.estimates import (
     is_unfiltered,
     planner_row_estimate,
     sample_percent,
+    statistics_or_rows,
 )
 from migsupport.fields import EnumField, Index
 
@@ -44,12 +45,12 @@ class JobStatus(models.TextChoices):
 class StatusCounts:
     """How many jobs have each status, in ``JobStatus`` order.
 
-    ``estimated`` names the statuses counted from the table's statistics
-    rather than row by row.
+    ``estimated`` is True when they come from the table's statistics rather
+    than a count of its rows.
     """
 
     counts: tuple[tuple[str, int], ...]
-    estimated: frozenset[str] = frozenset()
+    estimated: bool = False
 
     @property
     def total(self) -> int:
@@ -60,40 +61,36 @@ class MaterialDetectionJobQuerySet(models.QuerySet):
     def per_status(self) -> StatusCounts:
         """Count these jobs per status.
 
-        On PostgreSQL, a status the statistics of an unfiltered table put at
-        ``ESTIMATE_THRESHOLD`` jobs or more is estimated from them; the others
-        are counted exactly, on the status index. Two queries on PostgreSQL,
-        one elsewhere.
+        On PostgreSQL, an unfiltered table of ``ESTIMATE_THRESHOLD`` rows or
+        more is read from its statistics (the share of each status that the
+        last ``ANALYZE`` saw, times the planner's estimate of the rows now).
+        One query.
         """
-        estimates: dict[str, int] = {}
+        exact = self.order_by().values("status").annotate(count=Count("*"))
         connection = connections[self.db]
         if connection.vendor == "postgresql" and is_unfiltered(self):
             field = self.model._meta.get_field("status")
-            stats = column_statistics(connection, self.model, field, element_type="text")
-            if stats.analysed and stats.rows >= estimates.ESTIMATE_THRESHOLD:
+            stats, rows = statistics_or_rows(
+                connection, self.model, field, exact, element_type="text"
+            )
+            if rows is None:
                 fractions = {status: stats.value_fraction(status) for status in JobStatus}
                 unseen = [status for status, fraction in fractions.items() if not fraction]
                 for status in unseen:
                     # Rows ANALYZE saw but did not list: shared among the others.
                     fractions[status] = stats.histogram_fraction / len(unseen)
-                estimates = {
-                    status: round(fraction * stats.rows)
-                    for status, fraction in fractions.items()
-                    if fraction * stats.rows >= estimates.ESTIMATE_THRESHOLD
-                }
-        exact = [status for status in JobStatus if status not in estimates]
-        counted = dict(
-            self.filter(status__in=exact)
-            .order_by()
-            .values("status")
-            .annotate(count=Count("pk"))
-            .values_list("status", "count")
-        )
+                return StatusCounts(
+                    counts=tuple(
+                        (str(status), round(fraction * stats.rows))
+                        for status, fraction in fractions.items()
+                    ),
+                    estimated=True,
+                )
+            counted = {row["status"]: row["count"] for row in rows}
+        else:
+            counted = dict(exact.values_list("status", "count"))
         return StatusCounts(
-            counts=tuple(
-                (str(status), estimates.get(status, counted.get(status, 0))) for status in JobStatus
-            ),
-            estimated=frozenset(estimates),
+            counts=tuple((str(status), counted.get(status, 0)) for status in JobStatus)
         )
 
 
@@ -226,18 +223,17 @@ class DetectedMaterialQuerySet(models.QuerySet):
             counted.order_by()
             .annotate(day=TruncDate("created_at"))
             .values("day")
-            .annotate(count=Count("pk"))
+            .annotate(count=Count("*"))
             .values_list("day", "count")
         )
         if stats is None:
             return DailyCounts(days=tuple((day, exact.get(day, 0)) for day in dates))
-        # The statistics describe the rows up to their upper bound: all of
-        # the table's but those counted after it.
-        described = max(stats.rows - sum(exact.values()), 0)
+        # The statistics describe the rows the last ANALYZE counted; those
+        # since are the ones counted above.
         fractions = stats.range_fractions(ranges)
         return DailyCounts(
             days=tuple(
-                (day, round(fraction * described) + exact.get(day, 0))
+                (day, round(fraction * stats.analysed_rows) + exact.get(day, 0))
                 for day, fraction in zip(dates, fractions, strict=True)
             ),
             estimated=True,
@@ -254,6 +250,7 @@ class DetectedMaterialQuerySet(models.QuerySet):
         """
         connection = connections[self.db]
         percent = None
+        rows = 0
         if connection.vendor == "postgresql" and is_unfiltered(self):
             rows = planner_row_estimate(connection, self.model)
             if rows >= estimates.ESTIMATE_THRESHOLD:
@@ -261,15 +258,21 @@ class DetectedMaterialQuerySet(models.QuerySet):
         if percent is None:
             found = (
                 self.order_by()
-                .annotate(bin=Least(Greatest(Floor(F("confidence") * bins), 0), bins - 1))
+                .annotate(
+                    bin=Least(
+                        Greatest(Floor(F("confidence") * bins), Value(0.0)), Value(bins - 1.0)
+                    )
+                )
                 .values("category", "bin")
-                .annotate(count=Count("pk"))
+                .annotate(count=Count("*"))
                 .values_list("category", "bin", "count")
             )
             scale = 1.0
         else:
             found = _sampled_confidence_bins(connection, self.model, bins, percent)
-            scale = 100.0 / percent
+            # Scaled to the planner's estimate of the rows: the number of
+            # pages the sample drew varies more than the rows per page.
+            scale = rows / max(sum(count for _, _, count in found), 1)
         per_category: dict[str | None, list[int]] = {}
         for category, bin_index, count in found:
             per_category.setdefault(category, [0] * bins)[int(bin_index)] += round(count * scale)

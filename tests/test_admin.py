@@ -22,6 +22,7 @@ from django.utils import timezone
 from materials.admin.display import STATUS_COLOURS, format_duration, short_id, status_badge
 from materials.admin.filters import distinct_values
 from materials.admin.options import CONFIDENCE_RANGES, INLINE_MATERIALS_LIMIT
+from materials.admin.views.main import sorted_after_filtering
 from materials.estimates import estimated_count_sql, estimated_table_count, is_unfiltered
 from materials.models import DetectedMaterial, JobStatus, MaterialDetectionJob
 
@@ -717,6 +718,90 @@ def test_an_unsortable_order_is_dropped_from_the_page(viewer_client: Client, dat
     assert "o" not in refused.context["cl"].params
     assert names(refused) == ["late", "summer", "mid-march", "early"]
     assert "o=0" not in refused.content.decode()
+
+
+# A few matching rows
+
+
+# 20,000 materials over two weeks, a third of them steel (metal), and 150
+# steel ones filed as wood: the planner takes "steel" and "wood" for
+# independent, expects some 2,000 rows, and would rather walk the
+# created_at index than sort them.
+FEW_ROWS_SQL = (
+    "INSERT INTO material_detection_jobs (id, image_url, status) "
+    "SELECT md5('job' || i)::uuid, 'https://images.example.com/' || i, 'COMPLETED' "
+    "FROM generate_series(1, 2000) AS i",
+    "INSERT INTO detected_materials (id, job_id, material_name, category, confidence, created_at) "
+    "SELECT md5('material' || i)::uuid, md5('job' || (1 + i % 2000))::uuid, "
+    "(ARRAY['steel', 'timber', 'glass'])[1 + i % 3], "
+    "(ARRAY['metal', 'wood', 'mineral'])[1 + i % 3], "
+    "(i % 100) / 100.0, timestamptz '2025-01-01 00:00+00' + i * interval '1 minute' "
+    "FROM generate_series(1, 20000) AS i",
+    "UPDATE detected_materials SET category = 'wood' WHERE id IN "
+    "(SELECT id FROM detected_materials WHERE material_name = 'steel' ORDER BY id LIMIT 150)",
+    "ANALYZE detected_materials",
+    "ANALYZE material_detection_jobs",
+)
+
+
+def plans(queries: CaptureQueriesContext, needle: str) -> list[str]:
+    """The plans of the captured queries whose SQL holds ``needle``."""
+    found = []
+    with connection.cursor() as cursor:
+        for query in queries:
+            if needle in query["sql"]:
+                cursor.execute(f"EXPLAIN {query['sql']}")
+                found.append("\n".join(row for (row,) in cursor.fetchall()))
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("few_rows", [True, False], ids=["fixed", "without the fix"])
+def test_a_few_matching_rows_are_found_by_their_filters_indexes(
+    viewer_client: Client, monkeypatch: pytest.MonkeyPatch, few_rows: bool
+) -> None:
+    require_postgresql()
+    with connection.cursor() as cursor:
+        for statement in FEW_ROWS_SQL:
+            cursor.execute(statement)
+    if not few_rows:
+        monkeypatch.setattr("materials.admin.views.main.FEW_ROWS", 0)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = viewer_client.get(MATERIALS_LIST, {"q": "steel", "category": "wood"})
+
+    cl = response.context["cl"]
+    assert cl.result_count == 150
+    assert len(cl.result_list) == 100
+    assert listed_names(response) == {"steel"}
+    # All in January 2025: the drill-down offers the days with rows.
+    assert [c["title"] for c in cl.date_hierarchy_context["choices"]][:2] == [
+        "January 1",
+        "January 2",
+    ]
+    filtered = plans(queries, "LIKE")
+    # The count, the page, the drill-down's bounds and its probes.
+    assert len(filtered) == 4
+    walks = [plan for plan in filtered if "ix_detected_materials_created_at" in plan]
+    if few_rows:
+        assert walks == []
+    else:
+        # What the fix prevents: the page and the drill-down walk the index
+        # of the order, testing the filter on every row they pass.
+        assert len(walks) >= 2, filtered
+
+
+@pytest.mark.django_db
+def test_few_rows_sort_by_a_value_no_index_serves(sample) -> None:
+    queryset = DetectedMaterial.objects.filter(category="metal").order_by("-created_at", "-pk")
+
+    resorted = sorted_after_filtering(queryset)
+
+    sql = str(resorted.query)
+    column = '"detected_materials"."created_at"'
+    assert f"ORDER BY COALESCE({column}, {column}) DESC" in sql
+    assert sql.endswith('"detected_materials"."id" DESC')
+    assert list(resorted) == list(queryset)
 
 
 # Counting

@@ -42,9 +42,6 @@ def dashboard_context() -> dict[str, Any]:
             label=f"Detections per day over the last {DAYS} days: {number(daily.total)} in all",
         ),
         "statuses": statuses,
-        "estimated_statuses": ", ".join(
-            status_label(status) for status, _ in statuses.counts if status in statuses.estimated
-        ),
         "status_chart": bar_chart(
             [
                 (
