@@ -1,5 +1,6 @@
 # Two entry points: `make demo` and `make test`. Both set up .venv from
-# requirements.txt first, so a fresh checkout needs nothing else.
+# requirements.txt first, so a fresh checkout needs nothing else. `make serve`
+# runs the project as production does.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,8 +10,10 @@ INSTALLED := $(VENV)/.installed
 PG_SERVER ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/materials
 DEMO_ADDR ?= 127.0.0.1:8000
+# Where `make serve` listens; 0.0.0.0:8000 in a container.
+SERVE_ADDR ?= 127.0.0.1:8000
 
-.PHONY: install demo test verify lint
+.PHONY: install demo serve test verify lint
 
 install: $(INSTALLED)
 
@@ -23,6 +26,12 @@ $(INSTALLED): requirements.txt
 demo: $(INSTALLED)
 	DEBUG=true $(BIN)/python manage.py demo
 	DEBUG=true $(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+# gunicorn on the configured database (DATABASE_URL, SECRET_KEY... from the
+# environment or .env), with the static files collected for whitenoise.
+serve: $(INSTALLED)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/gunicorn config.wsgi --bind $(SERVE_ADDR)
 
 # The whole suite on SQLite (with the PostgreSQL tests on their own scratch
 # databases), then the tests that use Django's own test database once more,

@@ -44,3 +44,20 @@ def version_table() -> str:
     ``MIGSUPPORT_VERSION_TABLE``; defaults to ``alembic_version``.
     """
     return getattr(settings, "MIGSUPPORT_VERSION_TABLE", "alembic_version")
+
+
+def health_cache_seconds() -> float:
+    """Return how long the readiness probe keeps a database's state, in seconds.
+
+    ``MIGSUPPORT_HEALTH_CACHE_SECONDS``; defaults to 10. 0 reads the state on
+    every probe.
+    """
+    return float(getattr(settings, "MIGSUPPORT_HEALTH_CACHE_SECONDS", 10))
+
+
+def health_cache() -> str:
+    """Return the alias of the Django cache the readiness probe keeps states in.
+
+    ``MIGSUPPORT_HEALTH_CACHE``; defaults to ``default``.
+    """
+    return getattr(settings, "MIGSUPPORT_HEALTH_CACHE", "default")

@@ -1,4 +1,4 @@
-"""Settings for the test suite: the project's own, with a throwaway secret.
+"""Settings for the test suite: the project's own, with a throwaway secret and no HTTPS redirect.
 
 Everything else (DATABASE_URL included) comes from the environment exactly
 as in production, so the suite runs on SQLite by default and on PostgreSQL
@@ -10,3 +10,15 @@ import os
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 
 from config.settings import *  # noqa: F403
+
+# Django's test client and live server speak plain HTTP; tests/test_serve.py
+# runs the production settings, redirect included, under gunicorn.
+SECURE_SSL_REDIRECT = False
+
+# The pages under test render {% static %} without a collectstatic first, and
+# the finders serve the files (whitenoise would warn of a missing STATIC_ROOT).
+STATIC_ROOT = None
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
