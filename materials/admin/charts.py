@@ -35,6 +35,11 @@ def number(value: float) -> str:
     return f"{round(value):,}"
 
 
+def tick(value: float) -> str:
+    """An axis value: ``2.5``, ``500,000``."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
+
+
 def _svg(width: int, height: int, label: str, body: Sequence[str], css_class: str) -> SafeString:
     return format_html(
         '<svg xmlns="http://www.w3.org/2000/svg" class="chart {}" viewBox="0 0 {} {}" '
@@ -108,7 +113,7 @@ def column_chart(
                 f"{y:.1f}",
             )
         )
-        body.append(_text(left - 6, y + 4, number(ceiling * fraction), "axis", "end"))
+        body.append(_text(left - 6, y + 4, tick(ceiling * fraction), "axis", "end"))
     slot = plot_width / max(len(points), 1)
     for i, (key, axis_label, value) in enumerate(points):
         bar_height = plot_height * value / ceiling
