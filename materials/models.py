@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import connections, models
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Count, F, Sum, Value
 from django.db.models.functions import Floor, Greatest, Least, Now, TruncDate
 from django.utils import timezone
@@ -287,7 +287,7 @@ class DetectedMaterialQuerySet(models.QuerySet):
 
 
 def _sampled_confidence_bins(
-    connection: Any, model: type[models.Model], bins: int, percent: float
+    connection: BaseDatabaseWrapper, model: type[models.Model], bins: int, percent: float
 ) -> list[tuple[str | None, int, int]]:
     """``(category, bin, count)`` in a sample of ``percent`` of the table's pages."""
     qn = connection.ops.quote_name

@@ -642,6 +642,27 @@ def test_date_hierarchy_follows_the_filters(viewer_client: Client, dated) -> Non
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("few_rows", [2000, 0], ids=["over the rows found", "by probes"])
+def test_date_hierarchy_of_a_filtered_list_at_every_level(
+    viewer_client: Client, dated, monkeypatch: pytest.MonkeyPatch, few_rows: int
+) -> None:
+    monkeypatch.setattr("materials.admin.views.main.FEW_ROWS", few_rows)
+    # Every dated row has confidence 0.9: filtered, but all four of them.
+    filtered = {"confidence": "0.8-0.95"}
+
+    response, years, _ = hierarchy(viewer_client, **filtered)
+    _, months, _ = hierarchy(viewer_client, created_at__year="2024", **filtered)
+    _, days, _ = hierarchy(
+        viewer_client, created_at__year="2024", created_at__month="3", **filtered
+    )
+
+    assert response.context["cl"].few_rows is bool(few_rows)
+    assert years == ["2024", "2026"]
+    assert months == ["March 2024", "July 2024"]
+    assert days == ["March 5", "March 20"]
+
+
+@pytest.mark.django_db
 def test_date_hierarchy_of_one_month_starts_at_its_days(
     viewer_client: Client, make_job, make_material
 ) -> None:
