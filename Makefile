@@ -6,9 +6,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-# The PostgreSQL server the tests use; they create and drop their own databases on it.
-PG_SERVER ?= postgresql://postgres@127.0.0.1:5432/postgres
-TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/materials
+# The PostgreSQL server the tests use: they create and drop their own databases on
+# it, and the second pass puts Django's test database there, named uniquely per run
+# (tests/settings.py). Exported, so that the tests' fixtures use the same server.
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export TEST_DATABASE_URL
 DEMO_ADDR ?= 127.0.0.1:8000
 # Where `make serve` listens; 0.0.0.0:8000 in a container.
 SERVE_ADDR ?= 127.0.0.1:8000
@@ -23,8 +25,10 @@ $(INSTALLED): requirements.txt
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
+# The demo command first checks that the server can listen on DEMO_ADDR, so that
+# it never prints a new password for a server that then fails to start.
 demo: $(INSTALLED)
-	DEBUG=true $(BIN)/python manage.py demo
+	DEBUG=true $(BIN)/python manage.py demo --addr $(DEMO_ADDR)
 	DEBUG=true $(BIN)/python manage.py runserver $(DEMO_ADDR)
 
 # gunicorn on the configured database (DATABASE_URL, SECRET_KEY... from the
@@ -38,17 +42,17 @@ serve: $(INSTALLED)
 # on PostgreSQL.
 test: $(INSTALLED)
 	$(BIN)/pytest
-	@if $(BIN)/python -c "import psycopg; psycopg.connect('$(PG_SERVER)', connect_timeout=5).close()" 2>/dev/null; then \
-		DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -m django_db; \
+	@if reason=$$($(BIN)/python -m tests.support.server 2>&1); then \
+		DATABASE_URL="$$TEST_DATABASE_URL" $(BIN)/pytest -m django_db; \
 	elif [ "$$CI" = "true" ]; then \
-		echo "CI=true but PostgreSQL is not reachable at $(PG_SERVER)" >&2; exit 1; \
+		echo "CI=true but $$reason" >&2; exit 1; \
 	else \
-		echo "!!! SKIPPED: the Django-database tests on PostgreSQL: no server at $(PG_SERVER)" >&2; \
+		echo "!!! SKIPPED: the Django-database tests on PostgreSQL: $$reason" >&2; \
 	fi
 
 # The clean-database check of the migration history, on PostgreSQL.
 verify: $(INSTALLED)
-	SECRET_KEY=verify DATABASE_URL=$(PG_SERVER) $(BIN)/python manage.py alembic_verify
+	SECRET_KEY=verify DATABASE_URL="$$TEST_DATABASE_URL" $(BIN)/python manage.py alembic_verify
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .

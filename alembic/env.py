@@ -2,9 +2,10 @@
 
 The plain ``alembic`` CLI works from the project root: Django is set up here
 when it is not yet, and the database comes from Django's ``DATABASES``
-(``-x database=ALIAS``, default ``default``). Callers that hold a connection
-(the guarded management commands, pytest-alembic) pass it in
-``config.attributes["connection"]`` and it is used as is.
+(``-x database=ALIAS``, default ``default``), reached by its direct URL where
+it has one. Callers that hold a connection (the guarded management commands,
+pytest-alembic) pass it in ``config.attributes["connection"]`` and it is used
+as is.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ logging.getLogger("alembic.alembic_postgresql_enum").setLevel(logging.ERROR)
 
 from migsupport import conf  # noqa: E402
 from migsupport.bridge import comparison_options, target_metadata  # noqa: E402
-from migsupport.engine import engine_for_alias, url_for_alias  # noqa: E402
+from migsupport.engine import command_engine, command_target  # noqa: E402
 
 config = context.config
 external_connection = config.attributes.get("connection")
@@ -66,7 +67,7 @@ def _options(dialect_name: str) -> dict:
 
 def run_migrations_offline() -> None:
     """Emit the migration SQL for review, without a database connection."""
-    url = url_for_alias(alias)
+    url = command_target(alias).url
     context.configure(
         url=url,
         literal_binds=True,
@@ -88,8 +89,11 @@ def run_migrations_online() -> None:
     if isinstance(external_connection, sa.Connection):
         _run(external_connection)
         return
-    # pytest-alembic hands in an Engine rather than a Connection.
-    engine = external_connection if external_connection is not None else engine_for_alias(alias)
+    # pytest-alembic hands in an Engine rather than a Connection. The bare CLI
+    # connects as the guarded commands do: by the alias's direct URL, if set.
+    engine = (
+        external_connection if external_connection is not None else command_engine(alias, "alembic")
+    )
     with engine.connect() as connection:
         _run(connection)
 

@@ -8,7 +8,7 @@ databases, in one run:
 
 The figure is the ratio of medians, guarded / raw; the goal is at most 1.3x.
 
-    .venv/bin/python benchmarks/bench_upgrade.py [--repeat 7] [--server URL]
+    .venv/bin/python benchmarks/bench_upgrade.py [--repeat 7] [--server URL] [--smoke]
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+from benchmarks import smoke  # noqa: E402
+
 DEFAULT_SERVER = os.environ.get(
     "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -69,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--server", default=DEFAULT_SERVER)
-    args = parser.parse_args()
+    smoke.add_argument(parser)
+    args = smoke.apply(parser.parse_args(), repeat=1)
     server = sa.make_url(args.server).set(drivername="postgresql+psycopg")
 
     created: list[sa.URL] = []

@@ -24,7 +24,7 @@ history has N more revisions after head, each a no-op (``SELECT 1`` both
 ways), with its ledger rewritten first (``alembic_verify --update-ledger``),
 to show how the ratio grows with the length of the history.
 
-    .venv/bin/python benchmarks/bench_verify.py [--repeat 7] [--server URL]
+    .venv/bin/python benchmarks/bench_verify.py [--repeat 7] [--server URL] [--smoke]
     .venv/bin/python benchmarks/bench_verify.py --extra-revisions 50
 """
 
@@ -46,6 +46,8 @@ import sqlalchemy as sa
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
+
+from benchmarks import smoke  # noqa: E402
 
 # The same scratch databases and subprocess environment as the upgrade benchmark.
 from benchmarks.bench_upgrade import create_database, django_environment, drop_database  # noqa: E402
@@ -116,6 +118,15 @@ def run_raw(server: sa.URL, root: Path, created: list[sa.URL]) -> tuple[float, f
     return startup, up, down
 
 
+def history_length(root: Path) -> int:
+    """Return how many revisions the project at ``root`` has."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(Config(str(root / "alembic.ini")))
+    return len(list(scripts.walk_revisions()))
+
+
 def longer_history(folder: Path, extra: int, server: sa.URL) -> Path:
     """Copy the project into ``folder`` with ``extra`` no-op revisions after head."""
     from alembic.config import Config
@@ -149,7 +160,8 @@ def main() -> None:
         metavar="N",
         help="append N no-op revisions, in a temporary copy of the project",
     )
-    args = parser.parse_args()
+    smoke.add_argument(parser)
+    args = smoke.apply(parser.parse_args(), repeat=1)
     server = sa.make_url(args.server).set(drivername="postgresql+psycopg")
 
     verify: list[float] = []
@@ -162,6 +174,7 @@ def main() -> None:
         root = PROJECT
         if args.extra_revisions:
             root = longer_history(Path(folder), args.extra_revisions, server)
+        revisions = history_length(root)
         try:
             # One warm-up of each (bytecode, the server's caches), not counted.
             run_verify(server, root)
@@ -184,8 +197,11 @@ def main() -> None:
     raw = med([u + d for u, d in zip(upgrade, downgrade, strict=True)])
     ratio = med(verify) / raw
     in_checks = sum(med(spent) for spent in checks.values())
-    revisions = 2 + args.extra_revisions
-    print(f"history: {revisions} revisions" + (" (2 + no-ops)" if args.extra_revisions else ""))
+    extra = args.extra_revisions
+    print(
+        f"history: {revisions} revisions"
+        + (f" ({revisions - extra} + {extra} no-ops)" if extra else "")
+    )
     print(f"{'process':<46}{'median (s)':>11}")
     rows = [
         ("alembic upgrade head", med(upgrade)),

@@ -134,10 +134,18 @@ def _masked(url: str) -> str:
     return f"{scheme}{separator}{user}:***@{host}"
 
 
-def _database_url_problem(url: str) -> str | None:
-    """Return why ``url`` cannot be DATABASE_URL, or None when it looks usable."""
+_EMPTY = {
+    "DATABASE_URL": "set a postgresql:// or sqlite:// URL, or unset it to use db.sqlite3",
+    "DIRECT_DATABASE_URL": (
+        "set a postgresql:// URL that reaches PostgreSQL directly, or unset it"
+    ),
+}
+
+
+def _database_url_problem(url: str, variable: str = "DATABASE_URL") -> str | None:
+    """Return why ``url`` cannot be ``variable``, or None when it looks usable."""
     if not url.strip():
-        return "is empty; set a postgresql:// or sqlite:// URL, or unset it to use db.sqlite3"
+        return f"is empty; {_EMPTY[variable]}"
     scheme, separator, _ = url.partition("://")
     if not separator or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         return "is not a URL; expected postgresql://USER:PASSWORD@HOST:PORT/NAME or sqlite:///PATH"
@@ -171,12 +179,13 @@ def _password(url: str) -> str | None:
     return userinfo.split(":", 1)[1] or None if ":" in userinfo else None
 
 
-def _database_from_url(url: str) -> dict:
+def _database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     """Return Django's DATABASES entry for ``url``, or raise one clear ImproperlyConfigured.
 
-    The URL is shown with its password masked, whatever is wrong with it.
+    ``variable`` names the setting in the message. The URL is shown with its
+    password masked, whatever is wrong with it.
     """
-    problem = _database_url_problem(url)
+    problem = _database_url_problem(url, variable)
     if problem is None:
         try:
             config = env.db_url_config(url)
@@ -188,7 +197,7 @@ def _database_from_url(url: str) -> dict:
                 return config
             problem = "is malformed: it names no database engine"
     shown = f" {_masked(url)}" if url.strip() else ""
-    raise ImproperlyConfigured(" ".join(f"DATABASE_URL{shown} {problem}".split()))
+    raise ImproperlyConfigured(" ".join(f"{variable}{shown} {problem}".split()))
 
 
 DATABASES = {
@@ -196,10 +205,38 @@ DATABASES = {
         env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
     ),
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # What a transaction pooler (PgBouncer) in front of PostgreSQL needs, and
+    # psycopg's defaults under Django already: parameters bound client-side
+    # and no server-side prepared statements, which the pooler would hand to
+    # another client. Server-side cursors (QuerySet.iterator()) outlive their
+    # transaction, so behind such a pooler set DISABLE_SERVER_SIDE_CURSORS.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", False)
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", None)
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = env.bool(
+    "DISABLE_SERVER_SIDE_CURSORS", default=False
+)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Alembic migrates the test database over a connection of its own, so it
     # must be a file rather than Django's default in-memory database.
     DATABASES["default"].setdefault("TEST", {"NAME": str(BASE_DIR / "test_db.sqlite3")})
+
+# The guarded deploy commands (alembic_upgrade, alembic_stamp, ...) connect by
+# DIRECT_DATABASE_URL where it is set, while the application keeps its pooled
+# DATABASE_URL: their deploy lock is a session-level advisory lock, which a
+# transaction pooler would share between clients.
+MIGSUPPORT_DIRECT_DATABASES = {}
+if "DIRECT_DATABASE_URL" in env.ENVIRON:  # set but empty is an error, as for DATABASE_URL
+    _direct_url = env.str("DIRECT_DATABASE_URL", default="")
+    _direct = _database_from_url(_direct_url, "DIRECT_DATABASE_URL")
+    _kinds = [entry["ENGINE"].rpartition(".")[2] for entry in (_direct, DATABASES["default"])]
+    if _kinds[0] != _kinds[1]:
+        raise ImproperlyConfigured(
+            f"DIRECT_DATABASE_URL {_masked(_direct_url)} is a {_kinds[0]} URL, but DATABASE_URL "
+            f"is {_kinds[1]}: both must reach the same database"
+        )
+    MIGSUPPORT_DIRECT_DATABASES["default"] = _direct
 
 # The domain tables belong to Alembic (see migsupport); Django never creates
 # or alters them, so the materials app has no Django migrations at all.

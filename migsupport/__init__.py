@@ -18,6 +18,7 @@ _EXPORTS = {
     "UnmappableField": "migsupport.exceptions",
     "ShapeConflict": "migsupport.exceptions",
     "EnumValueInUse": "migsupport.exceptions",
+    "NotASession": "migsupport.pooler",
     "MigrationFailed": "migsupport.api",
     "UpgradeResult": "migsupport.api",
     "AppliedRevision": "migsupport.api",

@@ -11,7 +11,7 @@ import contextlib
 import dataclasses
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,26 +19,28 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from django.db import DEFAULT_DB_ALIAS
 
 from migsupport import conf
 from migsupport.backup import backup
-from migsupport.deploy import BASE, UpgradePlan, plan_upgrade, resolve_revision
-from migsupport.engine import engine_for_alias, error_line, safe_url, url_for_alias
+from migsupport.bridge import django_table_names, ownership
+from migsupport.deploy import BASE, UpgradePlan, plan_stamp, plan_upgrade, resolve_revision
+from migsupport.differences import Difference, ObjectRef
+from migsupport.engine import Target, command_engine, command_target, error_line, safe_url
 from migsupport.exceptions import MigsupportError, SchemaDrift
 from migsupport.history import load_scripts, migrate, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
+from migsupport.locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from migsupport.locking import deploy_lock
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 from migsupport.state import (
     StateReport,
     classify,
     known_schemas,
+    owned_schema,
     recorded_versions,
     refuse_if_elsewhere,
-    shown_version,
     single_head,
 )
 from migsupport.verify import VerifyReport
@@ -80,11 +82,13 @@ class UpgradeResult:
     backup: Path | None = None
     sql: str | None = None
     dry_run: bool = False
+    direct: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
             "url": self.url,
+            "direct": self.direct,
             "state": self.state.state,
             "current": self.state.current,
             "target": self.target,
@@ -96,7 +100,8 @@ class UpgradeResult:
             "after": self.after,
             "backup": str(self.backup) if self.backup else None,
             "dry_run": self.dry_run,
-            "differences": list(self.state.differences),
+            "differences": [difference.to_dict() for difference in self.state.differences],
+            "unowned": [obj.to_dict() for obj in self.state.unowned],
         }
 
 
@@ -109,9 +114,11 @@ class StampResult:
     target: str
     current: str | None
     proven: bool
-    differences: tuple[str, ...]
+    differences: tuple[Difference, ...]
     stamped: bool
     dry_run: bool = False
+    unowned: tuple[ObjectRef, ...] = ()
+    direct: bool = False
 
 
 def alembic_config(
@@ -135,12 +142,6 @@ def script_directory(config: Config | None = None) -> ScriptDirectory:
     return load_scripts(config or alembic_config())
 
 
-def current_heads(connection: sa.Connection) -> tuple[str, ...]:
-    """Return the versions recorded in the database, without creating anything."""
-    context = MigrationContext.configure(connection, opts={"version_table": conf.version_table()})
-    return tuple(context.get_current_heads())
-
-
 # -- state ---------------------------------------------------------------------
 
 
@@ -151,9 +152,15 @@ class StatusResult:
     database: str
     url: str
     report: StateReport
+    direct: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"database": self.database, "url": self.url, **self.report.to_dict()}
+        return {
+            "database": self.database,
+            "url": self.url,
+            "direct": self.direct,
+            **self.report.to_dict(),
+        }
 
 
 class _Knowledge:
@@ -212,20 +219,17 @@ def _detached(config: Config) -> Config:
 
 
 def status(database: str = DEFAULT_DB_ALIAS, *, replay: bool = True) -> StatusResult:
-    """Return the state of ``database``, without changing anything."""
-    _require_existing_sqlite_file(database)
-    engine = engine_for_alias(database, application_name="migsupport alembic_status")
-    try:
-        with engine.connect() as connection:
-            _read_one_snapshot(connection)
-            report = inspect_state(
-                connection, config=alembic_config(database=database), replay=replay
-            )
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
-    finally:
-        engine.dispose()
-    return StatusResult(database=database, url=safe_url(engine.url), report=report)
+    """Return the state of ``database``, without changing anything.
+
+    It may run through a transaction pooler: it takes no lock.
+    """
+    where = command_target(database)
+    _require_existing_sqlite_file(where.url)
+    engine = command_engine(database, "alembic_status")
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        _read_one_snapshot(connection)
+        report = inspect_state(connection, config=alembic_config(database=database), replay=replay)
+    return StatusResult(database=database, url=where.shown, report=report, direct=where.direct)
 
 
 def _read_one_snapshot(connection: sa.Connection) -> None:
@@ -242,15 +246,29 @@ def _read_one_snapshot(connection: sa.Connection) -> None:
         connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
 
-def _require_existing_sqlite_file(database: str) -> None:
+def _require_existing_sqlite_file(url: sa.URL) -> None:
     """Refuse a SQLite path with no file: opening it would create an empty database."""
-    url = url_for_alias(database)
     if (
         url.get_backend_name() == "sqlite"
         and url.database not in (None, "", ":memory:")
         and not Path(url.database).exists()
     ):
         raise DatabaseUnavailable(f"{safe_url(url)}: the database file does not exist")
+
+
+@contextlib.contextmanager
+def _unavailable_on_driver_error(url: sa.URL, engine: sa.Engine | None = None) -> Iterator[None]:
+    """Turn a driver error inside the block into :class:`DatabaseUnavailable` naming ``url``.
+
+    ``engine``, if given, is disposed of however the block ends.
+    """
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseUnavailable(_database_error(exc, url)) from exc
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def _database_error(exc: sa.exc.DBAPIError, url: sa.URL | None = None) -> str:
@@ -267,14 +285,16 @@ def _emit(progress: Progress | None, event: str, **data: Any) -> None:
         progress(event, data)
 
 
-def _prepare(database: str, revision: str, command_name: str) -> tuple[_Knowledge, str, sa.Engine]:
+def _prepare(
+    database: str, revision: str, command_name: str
+) -> tuple[_Knowledge, str, sa.Engine, Target]:
     """Resolve ``revision`` and open what a guarded command needs, before connecting."""
     config = alembic_config(database=database)
     scripts = script_directory(config)
     target = resolve_revision(scripts, revision)
     single_head(scripts)
-    engine = engine_for_alias(database, application_name=f"migsupport {command_name}")
-    return _Knowledge(config, engine.url, replay=True), target, engine
+    engine = command_engine(database, command_name)
+    return _Knowledge(config, engine.url, replay=True), target, engine, command_target(database)
 
 
 def _deploy_lock(
@@ -296,7 +316,7 @@ def upgrade(
     plan: bool = False,
     sql: bool = False,
     baseline: bool = True,
-    lock_timeout: float = 300.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     backup_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> UpgradeResult:
@@ -309,27 +329,23 @@ def upgrade(
     Each revision runs in its own transaction, and the result is checked
     against the target's schema. ``plan`` and ``sql`` change nothing.
     """
-    knowledge, target, engine = _prepare(database, revision, "alembic_upgrade")
+    knowledge, target, engine, where = _prepare(database, revision, "alembic_upgrade")
     url = safe_url(engine.url)
-    try:
-        with engine.connect() as connection:
-            if plan or sql:
-                # Read-only paths take no lock: they never write.
-                _read_one_snapshot(connection)
-                decided, result = _decide(connection, knowledge, database, url, target, baseline)
-                result = dataclasses.replace(result, dry_run=True)
-                if sql:
-                    result = dataclasses.replace(result, sql=_offline_sql(database, decided))
-                return result
-            with _deploy_lock(connection, database, lock_timeout, progress):
-                _emit(progress, "lock_acquired")
-                return _guarded_upgrade(
-                    connection, knowledge, database, url, target, baseline, backup_dir, progress
-                )
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
-    finally:
-        engine.dispose()
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        if plan or sql:
+            # Read-only paths take no lock: they never write.
+            _read_one_snapshot(connection)
+            decided, result = _decide(connection, knowledge, database, url, target, baseline)
+            result = dataclasses.replace(result, dry_run=True, direct=where.direct)
+            if sql:
+                result = dataclasses.replace(result, sql=_offline_sql(database, decided))
+            return result
+        with _deploy_lock(connection, database, lock_timeout, progress):
+            _emit(progress, "lock_acquired")
+            result = _guarded_upgrade(
+                connection, knowledge, database, url, target, baseline, backup_dir, progress
+            )
+            return dataclasses.replace(result, direct=where.direct)
 
 
 def _decide(
@@ -384,7 +400,7 @@ def _guarded_upgrade(
         _emit(progress, "baseline", revision=decided.baseline)
     applied = _apply(connection, database, knowledge.scripts, decided, progress)
     after = recorded_versions(connection)
-    differences = compare(take_snapshot(connection), expected[target])
+    differences = compare(owned_schema(connection, expected)[0], expected[target])
     connection.rollback()
     if after != (target,) or differences:
         raise SchemaDrift(
@@ -480,6 +496,9 @@ def _failure_message(
 def _offline_sql(database: str, decided: UpgradePlan) -> str:
     """Return the SQL of the plan, from Alembic's offline mode, for review."""
     buffer = io.StringIO()
+    if not decided.changes_anything:
+        buffer.write(f"-- Nothing to do: the database is at {decided.target}; there is no SQL.\n")
+        return buffer.getvalue()
     config = alembic_config(database=database)
     config.output_buffer = buffer
     if decided.baseline:
@@ -497,7 +516,7 @@ def stamp(
     database: str = DEFAULT_DB_ALIAS,
     plan: bool = False,
     force: bool = False,
-    lock_timeout: float = 300.0,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     progress: Progress | None = None,
 ) -> StampResult:
     """Record ``revision`` as the version of ``database`` only when its schema proves it.
@@ -506,60 +525,46 @@ def stamp(
     for ``revision`` (``base``: no Alembic-owned objects). Without proof it
     raises :class:`SchemaDrift` and writes nothing, unless ``force``.
     """
-    knowledge, target, engine = _prepare(database, revision, "alembic_stamp")
+    knowledge, target, engine, where = _prepare(database, revision, "alembic_stamp")
     url = safe_url(engine.url)
-    try:
-        with engine.connect() as connection:
-            # --plan only reads: it takes no lock.
-            if plan:
-                _read_one_snapshot(connection)
-            lock = (
-                contextlib.nullcontext()
-                if plan
-                else _deploy_lock(connection, database, lock_timeout, progress)
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        # --plan only reads: it takes no lock.
+        if plan:
+            _read_one_snapshot(connection)
+        lock = (
+            contextlib.nullcontext()
+            if plan
+            else _deploy_lock(connection, database, lock_timeout, progress)
+        )
+        with lock:
+            current = recorded_versions(connection)
+            everything = take_snapshot(connection, hidden=django_table_names())
+            refuse_if_elsewhere(connection, everything, current)
+            connection.rollback()
+            schemas = knowledge.schemas(connection.dialect.name)
+            live, unowned = everything.split(ownership(schemas.values()))
+            expected = Snapshot() if target == BASE else schemas[target]
+            decided = plan_stamp(target, current, tuple(compare(live, expected)), force=force)
+            result = StampResult(
+                database=database,
+                url=url,
+                target=target,
+                current=decided.current,
+                proven=decided.proven,
+                differences=decided.differences,
+                stamped=False,
+                dry_run=plan,
+                unowned=unowned,
+                direct=where.direct,
             )
-            with lock:
-                current = recorded_versions(connection)
-                live = take_snapshot(connection)
-                refuse_if_elsewhere(connection, live, current)
-                connection.rollback()
-                expected = (
-                    Snapshot()
-                    if target == BASE
-                    else knowledge.schemas(connection.dialect.name)[target]
-                )
-                differences = tuple(compare(live, expected))
-                result = StampResult(
-                    database=database,
-                    url=url,
-                    target=target,
-                    current=",".join(map(shown_version, current)) or None,
-                    proven=not differences,
-                    differences=differences,
-                    stamped=False,
-                    dry_run=plan,
-                )
-                wanted = () if target == BASE else (target,)
-                if current == wanted:
-                    return result
-                if differences and not force:
-                    raise SchemaDrift(
-                        f"refused: the schema does not equal revision {target}, so it cannot be "
-                        "stamped; nothing was written (--force stamps without proof)",
-                        differences,
-                    )
-                if plan:
-                    return result
-                # purge: a version no script defines cannot be moved from, only replaced.
-                command.stamp(
-                    alembic_config(database=database, connection=connection), target, purge=True
-                )
-                connection.commit()
-                return dataclasses.replace(result, stamped=True)
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, engine.url)) from exc
-    finally:
-        engine.dispose()
+            if plan or not decided.changes_anything:
+                return result
+            # purge: a version no script defines cannot be moved from, only replaced.
+            command.stamp(
+                alembic_config(database=database, connection=connection), target, purge=True
+            )
+            connection.commit()
+            return dataclasses.replace(result, stamped=True)
 
 
 # -- ledger --------------------------------------------------------------------
@@ -603,7 +608,7 @@ def update_ledger(
     old = Ledger.load(path)
     urls = {"sqlite": sa.make_url("sqlite://")}
     for alias in databases:
-        url = url_for_alias(alias)
+        url = command_target(alias).url
         urls.setdefault(url.get_backend_name(), url)
     recorded = {}
     for dialect, url in urls.items():
@@ -640,7 +645,7 @@ def verify(
     With ``update_ledger``, the ledger is rewritten from this run; SQLite's
     schemas are replayed as well when ``database`` is not SQLite.
     """
-    url = url_for_alias(database)
+    url = command_target(database).url
     script_directory()  # a script that cannot be loaded fails here, in one line
 
     def sqlite_schemas() -> dict[str, dict[str, Snapshot]]:
@@ -648,7 +653,7 @@ def verify(
             return {}
         return {"sqlite": replay_schemas(sa.make_url("sqlite://"), alembic_config())}
 
-    try:
+    with _unavailable_on_driver_error(url):
         return run_verification(
             url,
             alembic_config(database=database),
@@ -657,8 +662,6 @@ def verify(
             extra_schemas=sqlite_schemas,
             progress=progress,
         )
-    except sa.exc.DBAPIError as exc:
-        raise DatabaseUnavailable(_database_error(exc, url)) from exc
 
 
 __all__ = [
@@ -671,7 +674,7 @@ __all__ = [
     "UpgradeResult",
     "alembic_config",
     "check_ledger",
-    "current_heads",
+    "command_target",
     "inspect_state",
     "script_directory",
     "stamp",

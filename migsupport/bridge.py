@@ -13,6 +13,7 @@ check: which tables are Alembic's, and which are Django's own.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,6 +26,8 @@ from sqlalchemy.dialects import postgresql
 from migsupport import conf
 from migsupport.exceptions import UnmappableField
 from migsupport.fields import EnumField
+from migsupport.shapes import KINDS
+from migsupport.snapshot import Ownership, Snapshot
 
 # PostgreSQL's own names for unnamed constraints, so that the metadata names
 # what a plain CREATE TABLE would have named, on every dialect.
@@ -69,6 +72,41 @@ def django_table_names() -> frozenset[str]:
         if model._meta.app_label not in owned:
             names.add(model._meta.db_table)
     return frozenset(names)
+
+
+def model_enum_names() -> frozenset[str]:
+    """Return the names of the ENUM types the models' fields use."""
+    return frozenset(
+        field.enum_name
+        for model in owned_models()
+        for field in model._meta.local_concrete_fields
+        if isinstance(field, EnumField)
+    )
+
+
+def ownership(revision_schemas: Iterable[Snapshot]) -> Ownership:
+    """Return the ownership rule for a database whose revisions produce ``revision_schemas``.
+
+    Owned: a model's table or ENUM, or an object some revision creates.
+    Hidden: Django's own tables and Alembic's version table. With
+    ``MIGSUPPORT_STRICT_OWNERSHIP``, every object not hidden is owned, so an
+    unowned one is a difference; ``MIGSUPPORT_INCLUDE_OBJECT`` may overrule
+    the rule object by object.
+    """
+    hidden = django_table_names()
+    if conf.strict_ownership():
+        return Ownership(hidden=hidden, owned=None, include=conf.include_object())
+    owned: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    owned["tables"].update(model._meta.db_table for model in owned_models())
+    owned["enums"].update(model_enum_names())
+    for schema in revision_schemas:
+        for kind, objects in schema.kinds().items():
+            owned[kind].update(objects)
+    return Ownership(
+        hidden=hidden,
+        owned={kind: frozenset(names) for kind, names in owned.items()},
+        include=conf.include_object(),
+    )
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

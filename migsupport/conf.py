@@ -6,9 +6,12 @@ override them, and documents its default.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from migsupport.exceptions import ConfigurationError
 
@@ -44,6 +47,71 @@ def version_table() -> str:
     ``MIGSUPPORT_VERSION_TABLE``; defaults to ``alembic_version``.
     """
     return getattr(settings, "MIGSUPPORT_VERSION_TABLE", "alembic_version")
+
+
+def include_object() -> Callable[[str, str, bool], bool] | None:
+    """Return the hook that decides which objects of the schema Alembic owns, if any.
+
+    ``MIGSUPPORT_INCLUDE_OBJECT``: a callable, or its dotted path, called as
+    ``include_object(kind, name, owned)`` for every object of the schema
+    (``kind`` is ``"tables"``, ``"enums"``, ``"domains"``, ``"sequences"``,
+    ``"functions"`` or ``"extensions"``; ``owned`` is the default rule's
+    answer: a model's table, or an object some revision creates). True means
+    the object is compared; False means it is listed as unowned and ignored.
+    Defaults to None: the default rule alone, as Alembic's ``include_object``.
+    """
+    hook = getattr(settings, "MIGSUPPORT_INCLUDE_OBJECT", None)
+    if hook is None or callable(hook):
+        return hook
+    try:
+        return import_string(hook)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"MIGSUPPORT_INCLUDE_OBJECT: cannot import {hook!r}: {exc}"
+        ) from exc
+
+
+def strict_ownership() -> bool:
+    """Return whether objects no model and no revision defines refuse a deploy.
+
+    ``MIGSUPPORT_STRICT_OWNERSHIP``; defaults to False: such objects are
+    listed as unowned, as a warning, and never block a deploy.
+    """
+    return bool(getattr(settings, "MIGSUPPORT_STRICT_OWNERSHIP", False))
+
+
+def direct_databases() -> dict[str, dict[str, Any]]:
+    """Return each alias's direct connection, for the guarded commands, as a DATABASES entry.
+
+    ``MIGSUPPORT_DIRECT_DATABASES``: ``{alias: entry}``, each entry shaped like
+    one of Django's ``DATABASES`` (``ENGINE``, ``NAME``, ``USER``, ``PASSWORD``,
+    ``HOST``, ``PORT``, ``OPTIONS``); defaults to none. The application keeps
+    its own, perhaps pooled, ``DATABASES``; the deploy lock needs a session of
+    its own from start to end, which a transaction pooler does not give.
+    """
+    configured = getattr(settings, "MIGSUPPORT_DIRECT_DATABASES", None) or {}
+    if not isinstance(configured, dict):
+        raise ConfigurationError(
+            "MIGSUPPORT_DIRECT_DATABASES must map database aliases to DATABASES-style entries"
+        )
+    databases = getattr(settings, "DATABASES", {})
+    for alias, entry in configured.items():
+        if alias not in databases:
+            raise ConfigurationError(
+                f"MIGSUPPORT_DIRECT_DATABASES names {alias!r}, which is not in DATABASES"
+            )
+        if not isinstance(entry, dict) or not entry.get("ENGINE"):
+            raise ConfigurationError(
+                f"MIGSUPPORT_DIRECT_DATABASES[{alias!r}] must be a DATABASES-style entry "
+                "with an ENGINE"
+            )
+        if entry["ENGINE"] != databases[alias].get("ENGINE"):
+            raise ConfigurationError(
+                f"MIGSUPPORT_DIRECT_DATABASES[{alias!r}] uses {entry['ENGINE']}, but the "
+                f"database {alias!r} uses {databases[alias].get('ENGINE')}: a direct "
+                "connection must reach the same database"
+            )
+    return dict(configured)
 
 
 def health_cache_seconds() -> float:

@@ -8,10 +8,13 @@ caller carries out on its one connection.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
 from alembic.util.exc import CommandError as AlembicCommandError
 
+from migsupport.engine import error_line
 from migsupport.exceptions import Refused, SchemaDrift, UnknownRevision
 from migsupport.ledger import revision_order
 from migsupport.state import (
@@ -22,6 +25,7 @@ from migsupport.state import (
     UNVERSIONED,
     UP_TO_DATE,
     StateReport,
+    shown_version,
 )
 
 BASE = "base"
@@ -35,16 +39,16 @@ def resolve_revision(scripts: ScriptDirectory, revision: str) -> str:
     try:
         script = scripts.get_revision(revision)
     except AlembicCommandError as exc:
-        detail = str(exc.__cause__ or exc)  # the cause keeps "Multiple revisions start with"
-        if "Can't locate revision" in detail or "No such revision" in detail:
-            detail = None
-        elif detail.startswith("Multiple revisions start with"):
-            # Alembic names three candidates at most, quoted and followed by "...".
-            candidates = [
+        detail: str | None = error_line(exc.__cause__ or exc)
+        if isinstance(exc.__cause__, ResolutionError):
+            # No revision, or several, start with it; Alembic names three candidates at most.
+            candidates = sorted(
                 s.revision for s in scripts.walk_revisions() if s.revision.startswith(revision)
-            ]
+            )
             detail = (
-                f"the prefix {revision!r} is ambiguous: it matches {', '.join(sorted(candidates))}"
+                f"the prefix {revision!r} is ambiguous: it matches {', '.join(candidates)}"
+                if len(candidates) > 1
+                else None
             )
         raise UnknownRevision(revision, heads, detail) from exc
     if script is None:
@@ -83,11 +87,9 @@ def plan_upgrade(
             report.differences,
         )
     if report.state == UNKNOWN_REVISION:
-        # The first difference says what is wrong with the recorded versions.
         reason = (
-            report.differences[0]
-            if report.differences
-            else f"alembic_version records {report.current}, which no revision script defines"
+            report.reason
+            or f"alembic_version records {report.current}, which no revision script defines"
         )
         if reason.endswith("which no revision script defines"):
             reason += " (a newer release migrated this database, or a revision was deleted)"
@@ -114,6 +116,12 @@ def plan_upgrade(
         raise Refused(f"refused: unexpected state {report.state}")
     begin = order.index(start) + 1 if start else 0
     end = order.index(target) + 1
+    if end < begin:
+        raise Refused(
+            f"refused: the target {target} is older than {start}, the revision the database is "
+            "at, and the guarded upgrade never downgrades (`alembic downgrade` goes down, "
+            "unguarded); nothing was changed"
+        )
     return UpgradePlan(
         target=target, start=start, baseline=taken, revisions=tuple(order[begin:end])
     )
@@ -121,13 +129,38 @@ def plan_upgrade(
 
 @dataclass(frozen=True)
 class StampPlan:
-    """What a stamp will do, and the differences it found."""
+    """What a stamp will do: the version it writes over, and the proof it found."""
 
     target: str
     current: str | None
     proven: bool
-    differences: tuple[str, ...]
+    differences: tuple[Any, ...]
 
     @property
     def changes_anything(self) -> bool:
         return self.current != (None if self.target == BASE else self.target)
+
+
+def plan_stamp(
+    target: str, current: tuple[str, ...], differences: tuple[Any, ...], *, force: bool
+) -> StampPlan:
+    """Return what stamping ``target`` over the recorded ``current`` versions means.
+
+    ``differences`` are those of the live schema from ``target``'s; any of
+    them means no proof. Raise :class:`SchemaDrift` when the stamp would
+    write without proof and ``force`` is false. A database already at
+    ``target`` needs no stamp, proof or not.
+    """
+    plan = StampPlan(
+        target=target,
+        current=",".join(map(shown_version, current)) or None,
+        proven=not differences,
+        differences=tuple(differences),
+    )
+    if plan.changes_anything and differences and not force:
+        raise SchemaDrift(
+            f"refused: the schema does not equal revision {target}, so it cannot be "
+            "stamped; nothing was written (--force stamps without proof)",
+            plan.differences,
+        )
+    return plan

@@ -7,6 +7,8 @@ carry the data a caller needs to act on them.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MigsupportError(Exception):
     """Root of every error raised by migsupport."""
@@ -27,16 +29,21 @@ class UnmappableField(MigsupportError):
 
 
 class ShapeConflict(MigsupportError):
-    """An object exists with a shape other than the one a migration expects."""
+    """An object exists with a shape other than the one a migration expects.
 
-    def __init__(self, kind: str, name: str, expected: str, actual: str) -> None:
+    ``differences`` are the :class:`~migsupport.differences.Difference`
+    objects between the two, in the words ``alembic_status`` uses.
+    """
+
+    def __init__(
+        self, kind: str, name: str, differences: tuple[Any, ...], summary: str | None = None
+    ) -> None:
         self.kind = kind
         self.name = name
-        self.expected = expected
-        self.actual = actual
-        super().__init__(
-            f"{kind} {name} exists with another shape: expected {expected}, found {actual}"
-        )
+        self.differences = tuple(differences)
+        summary = summary or f"{kind} {name} exists with another shape"
+        details = "; ".join(str(difference) for difference in self.differences)
+        super().__init__(f"{summary}: {details}" if details else summary)
 
 
 class EnumValueInUse(MigsupportError):
@@ -84,7 +91,7 @@ class Refused(MigsupportError):
     needed to prove.
     """
 
-    def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, differences: tuple[Any, ...] = ()) -> None:
         self.differences = tuple(differences)
         super().__init__(message)
 

@@ -12,6 +12,7 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy.engine import URL
 
+from migsupport.bridge import django_table_names
 from migsupport.engine import create_engine, error_line
 from migsupport.exceptions import MigsupportError, ReplayFailed, ScriptError
 from migsupport.ledger import revision_order
@@ -47,7 +48,11 @@ def load_scripts(config: Config) -> ScriptDirectory:
 
 def _failing_script(exc: BaseException, scripts: ScriptDirectory) -> str | None:
     """Return the revision script (and line) where ``exc`` was raised, if it was in one."""
-    folders = [Path(folder).resolve() for folder in scripts._version_locations]
+    # The configured version_locations (public), or Alembic's default, versions/ in the
+    # script folder. A location given as a package resource ("pkg:path") matches no
+    # frame, and the message then names the folder instead of the file.
+    configured = scripts.version_locations or [Path(scripts.dir) / "versions"]
+    folders = [Path(folder).resolve() for folder in configured]
     found = None
     frame = exc.__traceback__
     while frame is not None:
@@ -75,6 +80,9 @@ def migrate(config: Config, scripts: ScriptDirectory, action: str, destination: 
     directory: each ``command`` call reloads every revision script, which
     makes stepping through a long history quadratic.
     """
+    # ScriptDirectory's private step builders, the ones alembic.command calls itself;
+    # there is no public equivalent. Checked against Alembic 1.20.1, and pinned by
+    # tests/test_private_apis.py, which fails loudly if Alembic changes them.
     steps = {
         "upgrade": scripts._upgrade_revs,
         "downgrade": scripts._downgrade_revs,
@@ -116,7 +124,7 @@ def replay_schemas(
                             raise
                         except Exception as exc:
                             raise ReplayFailed(_replay_failure(exc, scripts, revision)) from exc
-                        snapshots[revision] = take_snapshot(connection)
+                        snapshots[revision] = take_snapshot(connection, hidden=django_table_names())
                         connection.rollback()
                         if progress:
                             progress(revision)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,13 @@ from typing import Any
 from alembic.script import ScriptDirectory
 
 from migsupport.exceptions import MigsupportError
+from migsupport.shapes import KINDS
 from migsupport.snapshot import Snapshot
 
 FILENAME = "ledger.json"
-FORMAT = 1
+# Format 2: the complete shapes of migsupport.shapes (constraints by name, index methods,
+# predicates and validity, triggers, rules, policies, domains, sequences, functions).
+FORMAT = 2
 
 
 class LedgerError(MigsupportError):
@@ -62,28 +65,29 @@ def _delta_base(down: str | None) -> str | None:
 
 
 def _delta(before: Snapshot, after: Snapshot) -> dict[str, Any]:
-    def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what changed from ``before`` to ``after``: per kind, new shapes, and None for gone."""
+    delta: dict[str, Any] = {}
+    old_kinds, new_kinds = before.kinds(), after.kinds()
+    for kind in KINDS:
+        old, new = old_kinds[kind], new_kinds[kind]
         changed = {k: v for k, v in new.items() if old.get(k) != v}
         changed.update({k: None for k in old.keys() - new.keys()})
-        return changed
-
-    return {"tables": diff(before.tables, after.tables), "enums": diff(before.enums, after.enums)}
+        if changed:
+            delta[kind] = changed
+    return delta
 
 
 def _apply(snapshot: Snapshot, delta: Mapping[str, Any]) -> Snapshot:
-    def patch(old: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-        result = dict(old)
-        for key, value in changes.items():
+    kinds: dict[str, Any] = {}
+    for kind, objects in snapshot.kinds().items():
+        result = dict(objects)
+        for key, value in delta.get(kind, {}).items():
             if value is None:
                 result.pop(key, None)
             else:
                 result[key] = value
-        return result
-
-    return Snapshot(
-        tables=patch(snapshot.tables, delta.get("tables", {})),
-        enums=patch(snapshot.enums, delta.get("enums", {})),
-    )
+        kinds[kind] = result
+    return Snapshot(**kinds)
 
 
 @dataclass(frozen=True)
@@ -91,18 +95,33 @@ class Ledger:
     """A parsed ledger: revision id to its recorded entry."""
 
     entries: Mapping[str, Mapping[str, Any]]
+    # Why the file could not be used at all (another format): the ledger is stale.
+    unusable: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> Ledger:
-        """Read the ledger at ``path``; a missing file is an empty ledger."""
+        """Read the ledger at ``path``; a missing file is an empty ledger.
+
+        A ledger written in another format is read as empty and stale, saying
+        so: its schemas describe less than "equal" means now, and must never
+        be taken for proof.
+        """
         if not path.exists():
             return cls(entries={})
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise LedgerError(f"cannot read the ledger {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise LedgerError(f"the ledger {path} is not in format {FORMAT}; regenerate it")
+        if not isinstance(data, dict):
+            raise LedgerError(f"the ledger {path} is not a JSON object; regenerate it")
+        if data.get("format") != FORMAT:
+            return cls(
+                entries={},
+                unusable=(
+                    f"the ledger is in format {data.get('format')!r}, and this migsupport "
+                    f"reads format {FORMAT}"
+                ),
+            )
         return cls(entries=data.get("revisions", {}))
 
     def write(self, path: Path) -> None:
@@ -116,6 +135,8 @@ class Ledger:
         With ``dialect``, a revision whose schema was never recorded on that
         dialect makes the ledger stale too.
         """
+        if self.unusable:
+            return [self.unusable]
         reasons: list[str] = []
         order = revision_order(scripts)
         for revision in order:
@@ -179,9 +200,3 @@ class Ledger:
                 schema[dialect] = {"digest": after.digest(), "delta": _delta(below, after)}
             entries[revision] = {"down_revision": down, "checksum": checksum, "schema": schema}
         return Ledger(entries=entries)
-
-
-def dialects_recorded(ledger: Ledger, order: Sequence[str]) -> set[str]:
-    """Return the dialects with a schema recorded for every revision of ``order``."""
-    sets = [set(ledger.entries.get(r, {}).get("schema", {})) for r in order]
-    return set.intersection(*sets) if sets else set()

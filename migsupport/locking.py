@@ -5,7 +5,11 @@ On PostgreSQL it is a session-level advisory lock, polled with
 ``pg_advisory_lock``: a blocked session waits inside the lock manager, where
 it can deadlock against ``CREATE INDEX CONCURRENTLY`` (as Flyway did) and
 cannot be given up on cleanly. The lock belongs to the session, so it is
-released when the connection ends, even if the process is killed.
+released when the connection ends, even if the process is killed; and so it
+is taken only on a connection shown to be a session of its own
+(:func:`migsupport.pooler.require_session`), never through a transaction
+pooler, and every poll checks that the session is still the same one (behind
+a session pooler, every transaction under the lock too).
 
 On SQLite it is a file lock beside the database file.
 """
@@ -20,11 +24,15 @@ from pathlib import Path
 
 import filelock
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from migsupport.engine import error_line, safe_url
 from migsupport.exceptions import LockTimeout, MigsupportError
+from migsupport.pooler import announced_pid, moved, require_session
 
 POLL_SECONDS = 0.25
+# How long a guarded command waits for the deploy lock unless told otherwise (--lock-timeout).
+DEFAULT_TIMEOUT = 300.0
 
 
 class ConnectionLost(MigsupportError):
@@ -37,9 +45,18 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def advisory_key_parts(key: int) -> dict[str, int]:
+    """Return the ``classid`` (high) and ``objid`` (low) halves pg_locks shows for ``key``.
+
+    ``pg_locks`` shows a bigint advisory lock as two unsigned 32-bit halves
+    (and ``objsubid = 1``), so a query for the holder of ``key`` matches them.
+    """
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}
+
+
 def _pg_holder(connection: sa.Connection, key: int) -> str | None:
     """Describe the session holding the advisory lock ``key``, if PostgreSQL can tell."""
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
     row = connection.execute(
         sa.text(
             "SELECT a.pid, a.usename, a.application_name, a.client_addr, a.state, "
@@ -48,7 +65,7 @@ def _pg_holder(connection: sa.Connection, key: int) -> str | None:
             "(SELECT oid FROM pg_database WHERE datname = current_database()) "
             "AND l.classid = :high AND l.objid = :low AND l.objsubid = 1 LIMIT 1"
         ),
-        {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF},
+        advisory_key_parts(key),
     ).first()
     if row is None:
         return None
@@ -67,19 +84,44 @@ def _pg_holder(connection: sa.Connection, key: int) -> str | None:
     return ", ".join(parts)
 
 
+def _same_server_process(pid: int) -> Callable[[sa.Connection], None]:
+    """Return a ``begin`` listener refusing a transaction on another server process than ``pid``.
+
+    It asks through the driver, so the question opens the transaction: a
+    transaction pooler then keeps that server process for all of it.
+    """
+
+    def check(connection: sa.Connection) -> None:
+        driver = connection.connection.driver_connection
+        now = driver.execute("SELECT pg_backend_pid()").fetchone()[0]
+        if now != pid:
+            driver.rollback()
+            raise moved(connection.engine.url, pid, now)
+
+    return check
+
+
 @contextlib.contextmanager
 def _pg_lock(
     connection: sa.Connection, name: str, timeout: float, on_wait: Callable[[str], None] | None
 ) -> Iterator[None]:
     key = advisory_key(name)
     label = f"PostgreSQL advisory lock {key} ({name})"
-    started = time.monotonic()
     announced = False
     try:
+        # A lock on a connection a pooler shares between clients proves nothing.
+        session = require_session(connection)
+        started = time.monotonic()
         while True:
-            acquired = connection.execute(
-                sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
-            ).scalar()
+            acquired, pid = connection.execute(
+                sa.text("SELECT pg_try_advisory_lock(:k), pg_backend_pid()"), {"k": key}
+            ).one()
+            if pid != session:
+                # Granted to the server process a pooler lent us: give it back there.
+                if acquired:
+                    connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                connection.commit()
+                raise moved(connection.engine.url, session, pid)
             # Session-level: ending this transaction keeps the lock.
             connection.commit()
             if acquired:
@@ -102,9 +144,15 @@ def _pg_lock(
             f"{safe_url(url)}: the connection to the database was lost while waiting for the "
             f"deploy lock ({label}); nothing was changed: {error_line(exc, url)}"
         ) from exc
+    # Behind a pooler, every transaction under the lock starts on its server process.
+    guard = _same_server_process(session) if announced_pid(connection) != session else None
+    if guard is not None:
+        event.listen(connection, "begin", guard)
     try:
         yield
     finally:
+        if guard is not None:
+            event.remove(connection, "begin", guard)
         if not connection.closed and not connection.invalidated:
             with contextlib.suppress(sa.exc.DBAPIError):
                 if connection.in_transaction():

@@ -7,7 +7,15 @@ Each helper handles three cases:
   is there, with the same definition; later additions such as more columns or
   enum labels after the expected ones are allowed): nothing happens;
 - it is present with a conflicting shape: :class:`ShapeConflict` is raised,
-  naming both shapes, and nothing is changed.
+  listing the differences in the words ``alembic_status`` uses, and nothing
+  is changed.
+
+"The same definition" is decided by the database itself: the object the
+helper would create is built for a moment on a temporary table of the same
+name, read back with the reader the state engine uses
+(:mod:`migsupport.shapes`), and rolled back. So an index with another
+method, predicate, sort order or operator class, or a column with another
+type, default or collation, is a conflict, never a silent no-op.
 
 Lookups are schema-qualified: with no ``schema`` given, the connection's
 current schema (where an unqualified ``CREATE`` would land) is inspected, so
@@ -20,7 +28,7 @@ Call them from revision scripts, in place of the matching ``op`` calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,12 +36,10 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from migsupport import shapes
+from migsupport.differences import CHANGED, MISSING, Difference, ObjectRef
 from migsupport.exceptions import EnumValueInUse, ShapeConflict
-from migsupport.schema import (
-    expected_column_shape,
-    normalize_ondelete,
-    reflected_column_shape,
-)
+from migsupport.snapshot import compare_table
 
 __all__ = [
     "add_column_if_missing",
@@ -65,19 +71,18 @@ def _is_postgresql() -> bool:
     return _dialect().name == "postgresql"
 
 
-def _inspector() -> sa.Inspector:
-    # A fresh inspector each time: its cache would not see DDL run since.
-    return sa.inspect(op.get_bind())
+def _schema(schema: str | None) -> str | None:
+    """Return the schema to inspect: ``schema``, or this connection's current one.
 
-
-def _schema(inspector: sa.Inspector, schema: str | None) -> str | None:
+    On PostgreSQL the connection's own (the dialect's ``default_schema_name``
+    is the engine's first connection's, whatever the search_path is here);
+    on SQLite ``main``.
+    """
     if schema:
         return schema
     if _is_postgresql():
-        # This connection's own: the dialect's default_schema_name is the one
-        # of the engine's first connection, whatever the search_path is here.
         return op.get_bind().execute(sa.text("SELECT current_schema()")).scalar()
-    return inspector.default_schema_name
+    return "main"
 
 
 def _ddl_schema(schema: str | None) -> str | None:
@@ -88,7 +93,7 @@ def _ddl_schema(schema: str | None) -> str | None:
     """
     if schema or _offline() or not _is_postgresql():
         return schema
-    return _schema(_inspector(), None)
+    return _schema(None)
 
 
 def _qualified(name: str, schema: str | None) -> str:
@@ -99,10 +104,6 @@ def _qualified(name: str, schema: str | None) -> str:
 
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
-
-
-def _has_table(inspector: sa.Inspector, table: str, schema: str | None) -> bool:
-    return table in inspector.get_table_names(schema=schema)
 
 
 # -- enums ---------------------------------------------------------------------
@@ -118,15 +119,15 @@ def enum_type(name: str, labels: Sequence[str], **kwargs: Any) -> postgresql.ENU
     return postgresql.ENUM(*labels, name=name, create_type=False, **kwargs)
 
 
-def _enum_labels(inspector: sa.Inspector, name: str, schema: str | None) -> list[str] | None:
-    for enum in inspector.get_enums(schema=schema):
-        if enum["name"] == name:
-            return list(enum["labels"])
-    return None
-
-
-def _labels_text(labels: Iterable[str]) -> str:
-    return "(" + ", ".join(labels) + ")"
+def _labels_conflict(
+    name: str, expected: Any, present: list[str] | None, summary: str | None = None
+) -> ShapeConflict:
+    enum = ObjectRef("enum", name)
+    if present is None:
+        return ShapeConflict(
+            "enum", name, (Difference(MISSING, enum, expected=expected),), summary=summary
+        )
+    return ShapeConflict("enum", name, (Difference(CHANGED, enum, "labels", expected, present),))
 
 
 def create_enum_if_missing(name: str, labels: Sequence[str], *, schema: str | None = None) -> None:
@@ -144,12 +145,11 @@ def create_enum_if_missing(name: str, labels: Sequence[str], *, schema: str | No
         # PostgreSQL has no CREATE TYPE IF NOT EXISTS; this block is its equivalent.
         op.execute(f"DO $$ BEGIN {statement}; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
         return
-    inspector = _inspector()
-    present = _enum_labels(inspector, name, _schema(inspector, schema))
+    present = shapes.enum_labels(op.get_bind(), _schema(schema), name)
     if present is None:
         op.execute(statement)
     elif present[: len(labels)] != list(labels):
-        raise ShapeConflict("enum", name, _labels_text(labels), _labels_text(present))
+        raise _labels_conflict(name, list(labels), present)
 
 
 def add_enum_value_if_missing(
@@ -174,19 +174,17 @@ def add_enum_value_if_missing(
     if after is not None:
         statement += f" AFTER {_literal(after)}"
     if not _offline():
-        inspector = _inspector()
-        present = _enum_labels(inspector, name, _schema(inspector, schema))
+        present = shapes.enum_labels(op.get_bind(), _schema(schema), name)
+        wanted = f"{after!r} followed by {value!r}" if after is not None else f"label {value!r}"
         if present is None:
-            raise ShapeConflict("enum", name, f"a type with label {value!r}", "no such type")
-        if after is not None and after not in present:
-            raise ShapeConflict(
-                "enum", name, f"label {after!r} before {value!r}", _labels_text(present)
+            raise _labels_conflict(
+                name, wanted, None, summary=f"cannot add label {value!r} to enum {name}"
             )
+        if after is not None and after not in present:
+            raise _labels_conflict(name, wanted, present)
         if value in present:
             if after is not None and present.index(value) != present.index(after) + 1:
-                raise ShapeConflict(
-                    "enum", name, f"label {value!r} right after {after!r}", _labels_text(present)
-                )
+                raise _labels_conflict(name, wanted, present)
             return
     if autocommit:
         with op.get_context().autocommit_block():
@@ -234,16 +232,21 @@ def drop_enum_value_if_present(
     if _offline():
         if _is_postgresql():
             raise ShapeConflict(
-                "enum", name, "an online connection to rebuild the type", "an offline (--sql) run"
+                "enum",
+                name,
+                (),
+                summary=f"enum {name} cannot lose a label in an offline (--sql) run: the type "
+                "is rebuilt, which needs an online connection",
             )
         return
     bind = op.get_bind()
+    present: list[str] = []
     if _is_postgresql():
-        inspector = _inspector()
-        schema = _schema(inspector, schema)
-        present = _enum_labels(inspector, name, schema)
-        if present is None or value not in present:
+        schema = _schema(schema)
+        found = shapes.enum_labels(bind, schema, name)
+        if found is None or value not in found:
             return
+        present = found
         columns = _enum_columns(name, schema)
     in_use = [
         f"{table}.{column}"
@@ -277,63 +280,67 @@ def drop_enum_if_present(name: str, *, schema: str | None = None) -> None:
 # -- tables and columns ----------------------------------------------------------
 
 
-def _table_conflicts(
-    inspector: sa.Inspector, expected: sa.Table, schema: str | None
-) -> tuple[list[str], list[str]]:
-    """Return (expected, found) descriptions of what differs, both empty if compatible."""
-    dialect = _dialect()
-    wanted: list[str] = []
-    found: list[str] = []
-    reflected = {col["name"]: col for col in inspector.get_columns(expected.name, schema=schema)}
-    for column in expected.columns:
-        shape = expected_column_shape(column, dialect)
-        actual = reflected.get(column.name)
-        if actual is None:
-            wanted.append(f"column {column.name} {shape}")
-            found.append(f"no column {column.name}")
-        elif reflected_column_shape(actual, dialect) != shape:
-            wanted.append(f"column {column.name} {shape}")
-            found.append(f"column {column.name} {reflected_column_shape(actual, dialect)}")
-    pk = [col.name for col in expected.primary_key.columns]
-    if pk:
-        actual_pk = (
-            inspector.get_pk_constraint(expected.name, schema=schema).get("constrained_columns")
-            or []
+def _probe_table(
+    table: str, elements: Sequence[Any], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str | None, dict[str, Any]]]]:
+    """Return the shape ``op.create_table(table, *elements)`` would give, and its foreign keys.
+
+    The probe is a temporary table of the same name, so that the names
+    PostgreSQL and SQLAlchemy derive from the table's name come out the same.
+    A temporary table may not refer to a permanent one, so the foreign keys
+    are taken out of the probe and returned as shapes, to be compared apart.
+    """
+    bind = op.get_bind()
+    foreign_keys: list[tuple[str | None, dict[str, Any]]] = []
+    options = {k: v for k, v in kwargs.items() if k not in ("if_not_exists", "prefixes")}
+    unlogged = any(p.upper() == "UNLOGGED" for p in kwargs.get("prefixes") or ())
+
+    def create(temporary: str) -> None:
+        probe = sa.Table(
+            table, sa.MetaData(), *elements, schema=temporary, prefixes=["TEMPORARY"], **options
         )
-        if list(actual_pk) != pk:
-            wanted.append(f"primary key ({', '.join(pk)})")
-            found.append(f"primary key ({', '.join(actual_pk)})")
-    actual_fks = {
-        _fk_text(
-            fk["constrained_columns"],
-            fk["referred_table"],
-            fk["referred_columns"],
-            (fk.get("options") or {}).get("ondelete"),
-        )
-        for fk in inspector.get_foreign_keys(expected.name, schema=schema)
-    }
-    for constraint in expected.foreign_key_constraints:
-        # target_fullname is "[schema.]table.column"; the target table need
-        # not be in this throwaway MetaData, so nothing is resolved.
-        targets = [element.target_fullname.split(".") for element in constraint.elements]
-        text = _fk_text(
-            list(constraint.column_keys),
-            targets[0][-2],
-            [target[-1] for target in targets],
-            constraint.ondelete,
-        )
-        if text not in actual_fks:
-            wanted.append(text)
-            found.append("; ".join(sorted(actual_fks)) or "no foreign keys")
-    return wanted, found
+        for constraint in list(probe.foreign_key_constraints):
+            foreign_keys.append((constraint.name, shapes.foreign_key_shape(constraint, None)))
+            probe.constraints.discard(constraint)
+        for column in probe.columns:
+            column.foreign_keys.clear()
+        bind.execute(sa.schema.CreateTable(probe))
+        for index in probe.indexes:
+            bind.execute(sa.schema.CreateIndex(index))
+
+    shape = shapes.probe(bind, table, create)
+    if "persistence" in shape:
+        shape["persistence"] = "unlogged" if unlogged else "permanent"
+    return shape, foreign_keys
 
 
-def _fk_text(
-    columns: Sequence[str], table: str, referred: Sequence[str], ondelete: str | None
-) -> str:
-    text = f"foreign key ({', '.join(columns)}) references {table} ({', '.join(referred)})"
-    action = normalize_ondelete(ondelete)
-    return text + (f" on delete {action.lower()}" if action else "")
+def _foreign_key_differences(
+    table: str, live: dict[str, Any], expected: list[tuple[str | None, dict[str, Any]]]
+) -> list[Difference]:
+    """Return how the live foreign keys of ``table`` fall short of ``expected``.
+
+    A named key is looked up by its name; an unnamed one by its columns and
+    the table it refers to.
+    """
+    out: list[Difference] = []
+    constraints = live.get("constraints", {})
+    for name, want in expected:
+        if name is None:
+            name = next(
+                (
+                    key
+                    for key, shape in constraints.items()
+                    if shape.get("type") == "foreign key"
+                    and shape.get("columns") == want["columns"]
+                    and shape.get("references") == want["references"]
+                ),
+                f"({', '.join(want['columns'])}) references {want['references']} "
+                f"({', '.join(want['referred_columns'])})",
+            )
+        probe = {"constraints": {name: want}}
+        have = {"constraints": {name: constraints[name]}} if name in constraints else {}
+        out += compare_table(table, have, probe, compatible=True)
+    return out
 
 
 def create_table_if_missing(
@@ -341,30 +348,26 @@ def create_table_if_missing(
 ) -> None:
     """Create the table ``name`` (``op.create_table``'s arguments), unless present.
 
-    A present table is compatible when every column given exists with the same
-    type, nullability and default, and the primary and foreign keys match.
-    Extra columns, added by later revisions, are allowed.
+    A present table is compatible when everything the call would create is
+    there with the same definition: each column given (type, collation,
+    nullability, default, identity, generated expression), the primary key,
+    the unique and check constraints, the indexes, and the foreign keys with
+    their actions. Extra columns and constraints, added by later revisions,
+    are allowed.
     """
     if _offline():
         op.create_table(name, *elements, schema=schema, if_not_exists=True, **kwargs)
         return
-    inspector = _inspector()
-    schema_name = _schema(inspector, schema)
-    if not _has_table(inspector, name, schema_name):
+    live = shapes.table_shape(op.get_bind(), _schema(schema), name)
+    if live is None:
         op.create_table(name, *elements, schema=schema, if_not_exists=True, **kwargs)
         return
-    expected = sa.Table(name, sa.MetaData(), *[_copy(e) for e in elements], schema=schema, **kwargs)
-    wanted, found = _table_conflicts(inspector, expected, schema_name)
-    if wanted:
-        raise ShapeConflict("table", name, "; ".join(wanted), "; ".join(found))
-
-
-def _copy(element: Any) -> Any:
-    # A Column can belong to one Table only; probe with a copy of the caller's.
-    # Constraints given here were never attached (nothing was created).
-    if isinstance(element, sa.Column):
-        return element._copy()
-    return element
+    # The elements go to the probe only: the table is not created for real.
+    expected, foreign_keys = _probe_table(name, elements, kwargs)
+    differences = compare_table(name, live, expected, compatible=True)
+    differences += _foreign_key_differences(name, live, foreign_keys)
+    if differences:
+        raise ShapeConflict("table", name, tuple(differences))
 
 
 def drop_table_if_present(name: str, *, schema: str | None = None) -> None:
@@ -375,25 +378,30 @@ def drop_table_if_present(name: str, *, schema: str | None = None) -> None:
 def add_column_if_missing(table: str, column: sa.Column, *, schema: str | None = None) -> None:
     """Add ``column`` to ``table``, unless a column of that name is there.
 
-    A present column is compatible when its type, nullability and default
-    are the ones given.
+    A present column is compatible when it has the shape the call would give
+    it (type, collation, nullability, default, identity, generated
+    expression), and what the column brings along (a unique constraint, a
+    foreign key) is there too.
     """
     if _offline():
         op.add_column(table, column, schema=schema, if_not_exists=True)
         return
-    inspector = _inspector()
-    schema_name = _schema(inspector, schema)
-    if not _has_table(inspector, table, schema_name):
-        raise ShapeConflict("table", table, f"a table with column {column.name}", "no such table")
-    reflected = {col["name"]: col for col in inspector.get_columns(table, schema=schema_name)}
-    if column.name not in reflected:
+    live = shapes.table_shape(op.get_bind(), _schema(schema), table)
+    if live is None:
+        raise ShapeConflict(
+            "table",
+            table,
+            (Difference(MISSING, ObjectRef("table", table)),),
+            summary=f"cannot add column {table}.{column.name}",
+        )
+    if column.name not in live["columns"]:
         op.add_column(table, column, schema=schema, if_not_exists=_is_postgresql() or None)
         return
-    probe = sa.Table(table, sa.MetaData(), column._copy())
-    expected = expected_column_shape(probe.c[column.name], _dialect())
-    actual = reflected_column_shape(reflected[column.name], _dialect())
-    if expected != actual:
-        raise ShapeConflict("column", f"{table}.{column.name}", expected, actual)
+    expected, foreign_keys = _probe_table(table, [column], {})
+    differences = compare_table(table, live, expected, compatible=True)
+    differences += _foreign_key_differences(table, live, foreign_keys)
+    if differences:
+        raise ShapeConflict("column", f"{table}.{column.name}", tuple(differences))
 
 
 def drop_column_if_present(table: str, column_name: str, *, schema: str | None = None) -> None:
@@ -405,11 +413,8 @@ def drop_column_if_present(table: str, column_name: str, *, schema: str | None =
     if _offline():
         op.drop_column(table, column_name, schema=schema, if_exists=True)
         return
-    inspector = _inspector()
-    schema_name = _schema(inspector, schema)
-    if not _has_table(inspector, table, schema_name):
-        return
-    if column_name not in {col["name"] for col in inspector.get_columns(table, schema=schema_name)}:
+    live = shapes.table_shape(op.get_bind(), _schema(schema), table)
+    if live is None or column_name not in live["columns"]:
         return
     if _is_postgresql():
         op.drop_column(table, column_name, schema=schema, if_exists=True)
@@ -421,65 +426,123 @@ def drop_column_if_present(table: str, column_name: str, *, schema: str | None =
 # -- indexes -------------------------------------------------------------------
 
 
+def _concurrent(concurrently: bool) -> bool:
+    """Whether to build or drop concurrently: asked for, and on PostgreSQL."""
+    return concurrently and _is_postgresql()
+
+
 def create_index_if_missing(
     name: str,
     table: str,
-    columns: Sequence[str],
+    columns: Sequence[Any],
     *,
     unique: bool = False,
     schema: str | None = None,
+    concurrently: bool = False,
     **kwargs: Any,
 ) -> None:
     """Create the index ``name`` on ``table (columns)``, unless present.
 
-    A present index is compatible when it is on ``table``, on the same
-    columns in the same order, with the same uniqueness.
+    A present index is compatible when it is on ``table`` with the shape the
+    call would give it: the same keys (columns or expressions, with their
+    order, nulls order, collation and operator class), uniqueness, access
+    method (``postgresql_using``), ``INCLUDE`` columns and predicate
+    (``postgresql_where``, ``sqlite_where``).
+
+    ``concurrently``: on PostgreSQL the index is built with ``CREATE INDEX
+    CONCURRENTLY`` in an autocommit block, outside the revision's
+    transaction, so that writers are not blocked while it builds. A
+    same-named index left INVALID by an interrupted build is dropped
+    (concurrently) and built again. On SQLite it is a plain build.
     """
+    kwargs.pop("postgresql_concurrently", None)
     if _offline():
+        if _concurrent(concurrently):
+            # A CONCURRENTLY build cannot run in a transaction block.
+            with op.get_context().autocommit_block():
+                op.create_index(
+                    name, table, list(columns), unique=unique, schema=schema,
+                    if_not_exists=True, postgresql_concurrently=True, **kwargs,
+                )  # fmt: skip
+            return
         op.create_index(
             name, table, list(columns), unique=unique, schema=schema, if_not_exists=True, **kwargs
         )
         return
-    inspector = _inspector()
-    schema_name = _schema(inspector, schema)
-    found = _find_index(inspector, name, schema_name)
-    if found is None:
-        op.create_index(
-            name,
-            table,
-            list(columns),
-            unique=unique,
-            schema=schema_name if _is_postgresql() else schema,
-            if_not_exists=_is_postgresql() or None,
-            **kwargs,
-        )
+    bind = op.get_bind()
+    schema_name = _schema(schema)
+    found_on = shapes.index_table(bind, schema_name, name)
+    rebuild = False
+    if found_on is not None:
+        if found_on != table:
+            raise ShapeConflict(
+                "index",
+                name,
+                (
+                    Difference(
+                        CHANGED, ObjectRef("index", name, found_on), "table", table, found_on
+                    ),
+                ),
+            )
+        live = shapes.table_shape(bind, schema_name, table)["indexes"][name]
+
+        def create(temporary: str) -> None:
+            shapes.copy_table_structure(bind, table, schema_name)
+            op.create_index(name, table, list(columns), unique=unique, schema=temporary, **kwargs)
+
+        expected = shapes.probe(bind, table, create)["indexes"][name]
+        differences = compare_table(table, {"indexes": {name: live}}, {"indexes": {name: expected}})
+        invalid_only = [d.property for d in differences] == ["valid"] and not live.get("valid")
+        if differences and not (invalid_only and _concurrent(concurrently)):
+            raise ShapeConflict("index", name, tuple(differences))
+        if not differences:
+            return
+        rebuild = True
+    ddl_schema = schema_name if _is_postgresql() else schema
+    if _concurrent(concurrently):
+        with op.get_context().autocommit_block():
+            if rebuild:
+                op.drop_index(
+                    name, table_name=table, schema=ddl_schema, if_exists=True,
+                    postgresql_concurrently=True,
+                )  # fmt: skip
+            op.create_index(
+                name, table, list(columns), unique=unique, schema=ddl_schema,
+                if_not_exists=True, postgresql_concurrently=True, **kwargs,
+            )  # fmt: skip
         return
-    expected = _index_text(table, columns, unique)
-    actual = _index_text(found[0], found[1]["column_names"], bool(found[1]["unique"]))
-    if expected != actual:
-        raise ShapeConflict("index", name, expected, actual)
-
-
-def _find_index(inspector: sa.Inspector, name: str, schema: str | None) -> tuple[str, dict] | None:
-    """Return (table, reflected index) of the index ``name`` in ``schema``."""
-    for table, indexes in inspector.get_multi_indexes(schema=schema).items():
-        for index in indexes:
-            if index["name"] == name:
-                return table[1], index
-    return None
-
-
-def _index_text(table: str, columns: Sequence[str | None], unique: bool) -> str:
-    return f"{'unique ' if unique else ''}on {table} ({', '.join(str(c) for c in columns)})"
+    op.create_index(
+        name,
+        table,
+        list(columns),
+        unique=unique,
+        schema=ddl_schema,
+        if_not_exists=_is_postgresql() or None,
+        **kwargs,
+    )
 
 
 def drop_index_if_present(
-    name: str, *, table: str | None = None, schema: str | None = None
+    name: str,
+    *,
+    table: str | None = None,
+    schema: str | None = None,
+    concurrently: bool = False,
 ) -> None:
-    """Drop the index ``name`` if it exists."""
+    """Drop the index ``name`` if it exists.
+
+    ``concurrently``: on PostgreSQL, ``DROP INDEX CONCURRENTLY`` in an
+    autocommit block, which does not block the table's readers and writers.
+    """
+    if _concurrent(concurrently):
+        with op.get_context().autocommit_block():
+            op.drop_index(
+                name, table_name=table, schema=_ddl_schema(schema), if_exists=True,
+                postgresql_concurrently=True,
+            )  # fmt: skip
+        return
     if _offline() or _is_postgresql():
         op.drop_index(name, table_name=table, schema=_ddl_schema(schema), if_exists=True)
         return
-    inspector = _inspector()
-    if _find_index(inspector, name, _schema(inspector, schema)) is not None:
+    if shapes.index_table(op.get_bind(), _schema(schema), name) is not None:
         op.drop_index(name, table_name=table, schema=schema)

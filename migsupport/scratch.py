@@ -31,7 +31,8 @@ from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine, safe_url
 from migsupport.exceptions import MigsupportError
-from migsupport.locking import advisory_key
+from migsupport.locking import advisory_key, advisory_key_parts
+from migsupport.pooler import require_session
 
 PREFIX = "migsupport_scratch_"
 # The comment a scratch database kept on purpose carries: it is never dropped as abandoned.
@@ -50,11 +51,6 @@ def _autocommit_engine(url: URL) -> sa.Engine:
 def claim_key(name: str) -> int:
     """Return the advisory lock key by which a live process claims the scratch database ``name``."""
     return advisory_key(f"scratch database:{name}")
-
-
-def _split_key(key: int) -> dict[str, int]:
-    unsigned = key & 0xFFFFFFFFFFFFFFFF
-    return {"high": unsigned >> 32, "low": unsigned & 0xFFFFFFFF}
 
 
 def drop_abandoned(connection: sa.Connection) -> list[str]:
@@ -92,7 +88,7 @@ def drop_abandoned(connection: sa.Connection) -> list[str]:
                     "AND classid = :high AND objid = :low AND objsubid = 1 "
                     "AND pid <> pg_backend_pid()"
                 ),
-                _split_key(key),
+                advisory_key_parts(key),
             ).scalar()
             if claimed:
                 continue
@@ -129,6 +125,8 @@ def scratch_database(url: URL, *, keep: bool = False, hint: str | None = None) -
     try:
         # The claim's connection lives as long as the scratch database.
         claim = admin.connect()
+        # The claim is a session-level lock: a transaction pooler would share it.
+        require_session(claim)
         # Tidying up after others is best effort: it never stops this job.
         with contextlib.suppress(sa.exc.DBAPIError):
             drop_abandoned(claim)

@@ -1,51 +1,80 @@
-"""A normalized, comparable snapshot of the Alembic-owned schema.
+"""A normalized, comparable snapshot of a schema, and what "equal" means.
 
-A :class:`Snapshot` covers what DESIGN.md calls "equal": tables; columns
-with type (length and precision included), nullability and server default;
-primary keys; foreign keys with ``ON DELETE``; unique constraints; indexes
-with name, columns and uniqueness; ENUM types with their labels in order.
-It is read with SQLAlchemy's bulk reflection (``Inspector.get_multi_*``), a
-handful of catalog queries whatever the number of tables, and it is plain
-data: it round-trips through JSON for the ledger, and two snapshots compare
-with :func:`compare`, which yields differences a person can read.
+A :class:`Snapshot` holds the shapes :mod:`migsupport.shapes` reads, by kind
+and name: tables (with their columns, constraints, indexes, triggers, rules
+and policies), ENUM types, domains, sequences, functions and extensions. It
+is plain data: it round-trips through JSON for the ledger, and it has a
+digest, so that equal schemas are found without comparing them field by
+field.
+
+Which objects count is the caller's: :class:`Ownership` says which tables
+belong to someone else (never read), and which objects are Alembic's
+(compared) rather than merely there (listed as unowned). :func:`compare`
+returns :class:`~migsupport.differences.Difference` objects; an empty list
+means the two schemas are equal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from migsupport.bridge import django_table_names
-from migsupport.schema import normalize_default, normalize_ondelete, render_type
+from migsupport.differences import (
+    CHANGED,
+    CONSTRAINT_WORDS,
+    MISSING,
+    UNEXPECTED,
+    Difference,
+    ObjectRef,
+)
+from migsupport.shapes import KINDS, current_schema, read_schema
+
+__all__ = [
+    "Ownership",
+    "Snapshot",
+    "compare",
+    "current_schema",
+    "owned_tables_elsewhere",
+    "take_snapshot",
+]
+
+# The word for one object of each kind, in messages.
+OBJECT_TYPES = {
+    "tables": "table",
+    "enums": "enum",
+    "domains": "domain",
+    "sequences": "sequence",
+    "functions": "function",
+    "extensions": "extension",
+}
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The Alembic-owned schema of one database, normalized.
-
-    ``tables`` maps a table name to its shape (``columns``, ``primary_key``,
-    ``foreign_keys``, ``unique`` and ``indexes``); ``enums`` maps an ENUM
-    type's name to its labels in order. Both are JSON-ready.
-    """
+    """The schema of one database, normalized: per kind, each object's shape by name."""
 
     tables: Mapping[str, Any] = field(default_factory=dict)
     enums: Mapping[str, list[str]] = field(default_factory=dict)
+    domains: Mapping[str, Any] = field(default_factory=dict)
+    sequences: Mapping[str, Any] = field(default_factory=dict)
+    functions: Mapping[str, Any] = field(default_factory=dict)
+    extensions: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
-        return not self.tables and not self.enums
+        return not any(getattr(self, kind) for kind in KINDS)
+
+    def kinds(self) -> dict[str, Mapping[str, Any]]:
+        """Return each kind's objects, in the order they are compared."""
+        return {kind: getattr(self, kind) for kind in KINDS}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tables": dict(self.tables), "enums": dict(self.enums)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
-        return cls(tables=dict(data.get("tables", {})), enums=dict(data.get("enums", {})))
+        return {kind: dict(objects) for kind, objects in self.kinds().items()}
 
     def digest(self) -> str:
         """Return a checksum equal for equal snapshots, whatever their key order.
@@ -54,7 +83,9 @@ class Snapshot:
         """
         cached = self.__dict__.get("_digest")
         if cached is None:
-            text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+            text = json.dumps(
+                self.to_dict(), sort_keys=True, separators=(",", ":"), check_circular=False
+            )
             cached = hashlib.sha256(text.encode()).hexdigest()
             object.__setattr__(self, "_digest", cached)
         return cached
@@ -67,12 +98,47 @@ class Snapshot:
     def __hash__(self) -> int:
         return hash(self.digest())
 
+    def names(self) -> dict[str, frozenset[str]]:
+        """Return the names of the objects of each kind."""
+        return {kind: frozenset(objects) for kind, objects in self.kinds().items()}
 
-def current_schema(connection: sa.Connection) -> str | None:
-    """Return the schema unqualified DDL lands in on this connection."""
-    if connection.dialect.name == "postgresql":
-        return connection.execute(sa.text("SELECT current_schema()")).scalar()
-    return None
+    def split(self, ownership: Ownership) -> tuple[Snapshot, tuple[ObjectRef, ...]]:
+        """Return the owned part of this snapshot, and the objects that are not owned."""
+        owned: dict[str, dict[str, Any]] = {}
+        unowned: list[ObjectRef] = []
+        for kind, objects in self.kinds().items():
+            owned[kind] = {}
+            for name, shape in objects.items():
+                if ownership.owns(kind, name):
+                    owned[kind][name] = shape
+                else:
+                    unowned.append(ObjectRef(OBJECT_TYPES[kind], name))
+        return Snapshot(**owned), tuple(unowned)
+
+
+IncludeObject = Callable[[str, str, bool], bool]
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Which objects of a schema a comparison sees.
+
+    ``hidden`` tables belong to someone else (Django's own apps, Alembic's
+    version table, the deploy log): they are never read. Of the rest, an
+    object is owned when its name is in ``owned`` for its kind (``None``:
+    every object is owned, as on a scratch database), and ``include``, the
+    ``MIGSUPPORT_INCLUDE_OBJECT`` hook, may overrule that, as Alembic's
+    ``include_object`` does: it gets the kind, the name, and whether the
+    default rule owns it.
+    """
+
+    hidden: frozenset[str] = frozenset()
+    owned: Mapping[str, frozenset[str]] | None = None
+    include: IncludeObject | None = None
+
+    def owns(self, kind: str, name: str) -> bool:
+        default = self.owned is None or name in self.owned.get(kind, frozenset())
+        return bool(self.include(kind, name, default)) if self.include else default
 
 
 def owned_tables_elsewhere(connection: sa.Connection, names: Iterable[str]) -> dict[str, list[str]]:
@@ -102,217 +168,210 @@ def owned_tables_elsewhere(connection: sa.Connection, names: Iterable[str]) -> d
     return found
 
 
-def take_snapshot(connection: sa.Connection, *, schema: str | None = None) -> Snapshot:
-    """Return the snapshot of the Alembic-owned objects ``connection`` sees.
+def take_snapshot(
+    connection: sa.Connection, *, schema: str | None = None, hidden: Iterable[str] = ()
+) -> Snapshot:
+    """Return the snapshot of the schema ``connection`` works in.
 
     Only ``schema`` is read (default: the connection's current schema), so a
-    same-named table elsewhere on the ``search_path`` is never mistaken for
-    one of ours. Django's tables and Alembic's version table are left out,
-    by the rule ``alembic/env.py`` uses.
+    same-named object elsewhere on the ``search_path`` is never mistaken for
+    one of ours. The ``hidden`` tables are left out.
     """
-    schema = schema or current_schema(connection)
-    inspector = sa.inspect(connection)
-    dialect = connection.dialect
-    hidden = django_table_names()
-    names = [n for n in inspector.get_table_names(schema=schema) if n not in hidden]
-    tables: dict[str, Any] = {}
-    if names:
-        kwargs = {"schema": schema, "filter_names": names}
-        columns = inspector.get_multi_columns(**kwargs)
-        pks = inspector.get_multi_pk_constraint(**kwargs)
-        fks = inspector.get_multi_foreign_keys(**kwargs)
-        uniques = inspector.get_multi_unique_constraints(**kwargs)
-        indexes = inspector.get_multi_indexes(**kwargs)
-        for name in names:
-            key = (schema, name)
-            tables[name] = _table_shape(
-                dialect, schema, columns[key], pks[key], fks[key], uniques[key], indexes[key]
-            )
-    enums: dict[str, list[str]] = {}
-    if dialect.name == "postgresql":
-        for enum in inspector.get_enums(schema=schema):
-            enums[enum["name"]] = list(enum["labels"])
-    return Snapshot(tables=tables, enums=enums)
+    data = read_schema(connection, schema)
+    hidden = frozenset(hidden)
+    if hidden:
+        data["tables"] = {k: v for k, v in data["tables"].items() if k not in hidden}
+    return Snapshot(**data)
 
 
-def _table_shape(
-    dialect: sa.Dialect,
-    schema: str | None,
-    columns: list[dict[str, Any]],
-    pk: dict[str, Any],
-    fks: list[dict[str, Any]],
-    uniques: list[dict[str, Any]],
-    indexes: list[dict[str, Any]],
-) -> dict[str, Any]:
-    return {
-        "columns": {
-            col["name"]: {
-                "type": render_type(col["type"], dialect),
-                "nullable": bool(col["nullable"]),
-                "default": normalize_default(col.get("default")),
-            }
-            for col in columns
-        },
-        "primary_key": list(pk.get("constrained_columns") or []),
-        "foreign_keys": sorted(
-            (
-                {
-                    "columns": list(fk["constrained_columns"]),
-                    "referred_table": _referred_table(fk, schema),
-                    "referred_columns": list(fk["referred_columns"]),
-                    "ondelete": normalize_ondelete((fk.get("options") or {}).get("ondelete")),
-                }
-                for fk in fks
-            ),
-            key=_fk_key,
-        ),
-        "unique": sorted(list(uq["column_names"]) for uq in uniques),
-        "indexes": {
-            index["name"]: _index_shape(index)
-            for index in indexes
-            # The index behind a unique constraint is the constraint itself.
-            if not index.get("duplicates_constraint")
-        },
-    }
+# -- comparison --------------------------------------------------------------------------
+
+_TABLE_PROPERTIES = ("kind", "persistence", "row_security", "force_row_security", "partition_key")
+_COLUMN_PROPERTIES = ("type", "collation", "nullable", "default", "identity", "generated")
+_CONSTRAINT_PROPERTIES = (
+    "type",
+    "columns",
+    "references",
+    "referred_columns",
+    "on_delete",
+    "on_update",
+    "match",
+    "deferrable",
+    "initially_deferred",
+    "validated",
+)
+_INDEX_PROPERTIES = (
+    "unique",
+    "method",
+    "keys",
+    "include",
+    "nulls_not_distinct",
+    "predicate",
+    "valid",
+)
+_CHILDREN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "triggers": ("trigger", ("definition", "enabled")),
+    "rules": ("rule", ("definition", "enabled")),
+    "policies": ("policy", ("permissive", "command", "roles", "using", "with_check")),
+}
+_KIND_PROPERTIES = {
+    "domains": ("type", "nullable", "default", "constraints"),
+    "sequences": ("type", "start", "increment", "min", "max", "cache", "cycle"),
+    "functions": ("definition",),
+    "extensions": (),
+}
+# Defaults of properties a shape may leave out.
+_ABSENT: dict[str, Any] = {
+    "nulls_not_distinct": False,
+    "include": [],
+    "valid": True,
+    "validated": True,
+    "deferrable": False,
+    "initially_deferred": False,
+}
 
 
-def _index_shape(index: Mapping[str, Any]) -> dict[str, Any]:
-    shape: dict[str, Any] = {
-        # An expression's slot in column_names is None; its text is in expressions.
-        "columns": [str(c) for c in index.get("expressions") or index["column_names"]],
-        "unique": bool(index["unique"]),
-    }
-    # Only non-default operator classes are reported (PostgreSQL), so an
-    # index without any keeps the shape it always had.
-    ops = (index.get("dialect_options") or {}).get("postgresql_ops")
-    if ops:
-        shape["opclasses"] = {str(k): v for k, v in sorted(ops.items())}
-    return shape
+def _get(shape: Mapping[str, Any], prop: str) -> Any:
+    return shape.get(prop, _ABSENT.get(prop))
 
 
-def _referred_table(fk: Mapping[str, Any], schema: str | None) -> str:
-    """Return the table a foreign key refers to, qualified when it is in another schema.
+def _properties(
+    obj: ObjectRef,
+    have: Mapping[str, Any],
+    want: Mapping[str, Any],
+    properties: tuple[str, ...],
+    compatible: bool,
+) -> list[Difference]:
+    out = [
+        Difference(CHANGED, obj, prop, _get(want, prop), _get(have, prop))
+        for prop in properties
+        if (not compatible or prop in want) and _get(have, prop) != _get(want, prop)
+    ]
+    return out
 
-    A same-named table in another schema is another table.
+
+def _constraint_ref(name: str, table: str, shape: Mapping[str, Any]) -> ObjectRef:
+    return ObjectRef(CONSTRAINT_WORDS.get(shape.get("type", ""), "constraint"), name, table)
+
+
+def _children(
+    table: str,
+    have: Mapping[str, Any],
+    want: Mapping[str, Any],
+    ref: Callable[[str, Mapping[str, Any]], ObjectRef],
+    compare_one: Callable[[ObjectRef, Mapping[str, Any], Mapping[str, Any]], list[Difference]],
+    compatible: bool,
+) -> list[Difference]:
+    out = [
+        Difference(MISSING, ref(n, want[n]), expected=want[n])
+        for n in sorted(want.keys() - have.keys())
+    ]
+    if not compatible:
+        out += [
+            Difference(UNEXPECTED, ref(n, have[n]), actual=have[n])
+            for n in sorted(have.keys() - want.keys())
+        ]
+    for name in sorted(have.keys() & want.keys()):
+        out += compare_one(ref(name, want[name]), have[name], want[name])
+    return out
+
+
+def compare_table(
+    name: str, have: Mapping[str, Any], want: Mapping[str, Any], *, compatible: bool = False
+) -> list[Difference]:
+    """Return how the live table ``have`` differs from the expected ``want``.
+
+    ``compatible``: only what ``want`` holds is required (the migration
+    helpers' rule: later revisions may add columns, constraints, indexes).
     """
-    referred_schema = fk.get("referred_schema")
-    if referred_schema is None or referred_schema == schema:
-        return fk["referred_table"]
-    return f"{referred_schema}.{fk['referred_table']}"
+    table = ObjectRef("table", name)
+    out = _properties(table, have, want, _TABLE_PROPERTIES, compatible)
 
+    def column(obj: ObjectRef, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
+        return _properties(obj, a, b, _COLUMN_PROPERTIES, compatible)
 
-def _fk_key(fk: Mapping[str, Any]) -> str:
-    columns, referred = ", ".join(fk["columns"]), ", ".join(fk["referred_columns"])
-    return f"({columns}) -> {fk['referred_table']} ({referred})"
-
-
-def _null(flag: bool) -> str:
-    return "NULL" if flag else "NOT NULL"
-
-
-def _default(value: str | None) -> str:
-    return "no default" if value is None else f"default {value}"
-
-
-def compare(live: Snapshot, expected: Snapshot) -> list[str]:
-    """Return how ``live`` differs from ``expected``, one readable line per difference.
-
-    An empty list means the two are equal.
-    """
-    differences: list[str] = []
-    for name in sorted(expected.enums.keys() - live.enums.keys()):
-        differences.append(f"enum {name} is missing")
-    for name in sorted(live.enums.keys() - expected.enums.keys()):
-        differences.append(f"enum {name} is unexpected")
-    for name in sorted(live.enums.keys() & expected.enums.keys()):
-        if list(live.enums[name]) != list(expected.enums[name]):
-            differences.append(
-                f"enum {name}: labels {','.join(live.enums[name])}, "
-                f"expected {','.join(expected.enums[name])}"
+    def constraint(obj: ObjectRef, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
+        if _get(a, "type") != _get(b, "type"):
+            return [Difference(CHANGED, obj, "type", _get(b, "type"), _get(a, "type"))]
+        found = _properties(obj, a, b, _CONSTRAINT_PROPERTIES, compatible)
+        # The definition as PostgreSQL renders it holds whatever the named
+        # properties do not; it speaks only when they are all equal.
+        if not found and "definition" in b and a.get("definition") != b.get("definition"):
+            found.append(
+                Difference(CHANGED, obj, "definition", b["definition"], a.get("definition"))
             )
-    for name in sorted(expected.tables.keys() - live.tables.keys()):
-        differences.append(f"table {name} is missing")
-    for name in sorted(live.tables.keys() - expected.tables.keys()):
-        differences.append(f"table {name} is unexpected")
-    for name in sorted(live.tables.keys() & expected.tables.keys()):
-        differences += _compare_table(name, live.tables[name], expected.tables[name])
-    return differences
+        return found
 
+    def index(obj: ObjectRef, a: Mapping[str, Any], b: Mapping[str, Any]) -> list[Difference]:
+        return _properties(obj, a, b, _INDEX_PROPERTIES, compatible)
 
-def _compare_table(name: str, live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    live_cols, want_cols = live["columns"], expected["columns"]
-    for col in sorted(want_cols.keys() - live_cols.keys()):
-        out.append(f"column {name}.{col} is missing")
-    for col in sorted(live_cols.keys() - want_cols.keys()):
-        out.append(f"table {name}: unexpected column {col}")
-    for col in sorted(live_cols.keys() & want_cols.keys()):
-        have, want = live_cols[col], want_cols[col]
-        if have["type"] != want["type"]:
-            out.append(f"column {name}.{col}: {have['type']}, expected {want['type']}")
-        if have["nullable"] != want["nullable"]:
-            out.append(
-                f"column {name}.{col}: {_null(have['nullable'])}, "
-                f"expected {_null(want['nullable'])}"
-            )
-        if have["default"] != want["default"]:
-            out.append(
-                f"column {name}.{col}: {_default(have['default'])}, "
-                f"expected {_default(want['default'])}"
-            )
-    if list(live["primary_key"]) != list(expected["primary_key"]):
-        out.append(
-            f"table {name}: primary key ({', '.join(live['primary_key'])}), "
-            f"expected ({', '.join(expected['primary_key'])})"
+    out += _children(
+        name,
+        have.get("columns", {}),
+        want.get("columns", {}),
+        lambda n, _: ObjectRef("column", f"{name}.{n}"),
+        column,
+        compatible,
+    )
+    out += _children(
+        name,
+        have.get("constraints", {}),
+        want.get("constraints", {}),
+        lambda n, shape: _constraint_ref(n, name, shape),
+        constraint,
+        compatible,
+    )
+    out += _children(
+        name,
+        have.get("indexes", {}),
+        want.get("indexes", {}),
+        lambda n, _: ObjectRef("index", n, name),
+        index,
+        compatible,
+    )
+    for key, (word, properties) in _CHILDREN.items():
+
+        def child(
+            obj: ObjectRef, a: Mapping[str, Any], b: Mapping[str, Any], p: tuple = properties
+        ) -> list[Difference]:
+            return _properties(obj, a, b, p, compatible)
+
+        out += _children(
+            name,
+            have.get(key, {}),
+            want.get(key, {}),
+            lambda n, _, w=word: ObjectRef(w, n, name),
+            child,
+            compatible,
         )
-    out += _compare_foreign_keys(name, live["foreign_keys"], expected["foreign_keys"])
-    live_uq = {tuple(cols) for cols in live["unique"]}
-    want_uq = {tuple(cols) for cols in expected["unique"]}
-    for cols in sorted(want_uq - live_uq):
-        out.append(f"table {name}: unique constraint ({', '.join(cols)}) is missing")
-    for cols in sorted(live_uq - want_uq):
-        out.append(f"table {name}: unexpected unique constraint ({', '.join(cols)})")
-    out += _compare_indexes(name, live["indexes"], expected["indexes"])
     return out
 
 
-def _compare_foreign_keys(
-    table: str, live: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[str, Any]]
-) -> list[str]:
-    out: list[str] = []
-    have = {_fk_key(fk): fk for fk in live}
-    want = {_fk_key(fk): fk for fk in expected}
-    for key in sorted(want.keys() - have.keys()):
-        out.append(f"table {table}: foreign key {key} is missing")
-    for key in sorted(have.keys() - want.keys()):
-        out.append(f"table {table}: unexpected foreign key {key}")
-    for key in sorted(have.keys() & want.keys()):
-        if have[key]["ondelete"] != want[key]["ondelete"]:
-            out.append(
-                f"table {table}: foreign key {key}: on delete "
-                f"{(have[key]['ondelete'] or 'no action').lower()}, expected on delete "
-                f"{(want[key]['ondelete'] or 'no action').lower()}"
-            )
-    return out
+def compare(live: Snapshot, expected: Snapshot, *, compatible: bool = False) -> list[Difference]:
+    """Return how ``live`` differs from ``expected``; empty when they are equal.
 
-
-def _index_text(table: str, index: Mapping[str, Any]) -> str:
-    unique = "unique " if index["unique"] else ""
-    ops = index.get("opclasses") or {}
-    columns = ", ".join(f"{c} {ops[c]}" if c in ops else c for c in index["columns"])
-    return f"{unique}on {table} ({columns})"
-
-
-def _compare_indexes(table: str, live: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for name in sorted(expected.keys() - live.keys()):
-        out.append(f"index {name} is missing")
-    for name in sorted(live.keys() - expected.keys()):
-        out.append(f"index {name} is unexpected")
-    for name in sorted(live.keys() & expected.keys()):
-        if dict(live[name]) != dict(expected[name]):
-            out.append(
-                f"index {name}: {_index_text(table, live[name])}, "
-                f"expected {_index_text(table, expected[name])}"
-            )
+    ``compatible``: only what ``expected`` holds is required, and an ENUM may
+    have more labels after the expected ones.
+    """
+    out: list[Difference] = []
+    for kind in KINDS:
+        have, want = getattr(live, kind), getattr(expected, kind)
+        word = OBJECT_TYPES[kind]
+        for name in sorted(want.keys() - have.keys()):
+            out.append(Difference(MISSING, ObjectRef(word, name), expected=want[name]))
+        if not compatible:
+            for name in sorted(have.keys() - want.keys()):
+                out.append(Difference(UNEXPECTED, ObjectRef(word, name), actual=have[name]))
+        for name in sorted(have.keys() & want.keys()):
+            a, b = have[name], want[name]
+            if kind == "tables":
+                out += compare_table(name, a, b, compatible=compatible)
+            elif kind == "enums":
+                labels = list(a)[: len(b)] if compatible else list(a)
+                if labels != list(b):
+                    out.append(
+                        Difference(CHANGED, ObjectRef(word, name), "labels", list(b), list(a))
+                    )
+            else:
+                out += _properties(ObjectRef(word, name), a, b, _KIND_PROPERTIES[kind], compatible)
     return out

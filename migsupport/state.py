@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from migsupport import conf
-from migsupport.bridge import owned_models
+from migsupport.bridge import django_table_names, owned_models, ownership
+from migsupport.differences import Difference, ObjectRef
 from migsupport.exceptions import MigsupportError, Refused
 from migsupport.ledger import Ledger, revision_order
 from migsupport.snapshot import (
@@ -63,7 +64,13 @@ class SchemaUnknown(MigsupportError):
 
 @dataclass(frozen=True)
 class StateReport:
-    """The state of a database, and the proof of it."""
+    """The state of a database, and the proof of it.
+
+    ``differences`` are :class:`~migsupport.differences.Difference` objects;
+    ``unowned`` lists the objects of the schema that no model and no revision
+    defines (a warning, never drift); ``reason`` says what is wrong with the
+    recorded versions of an ``unknown_revision`` database.
+    """
 
     state: str
     current: str | None
@@ -71,16 +78,28 @@ class StateReport:
     pending: tuple[str, ...] = ()
     matches: str | None = None
     nearest: str | None = None
-    differences: tuple[str, ...] = ()
+    differences: tuple[Difference, ...] = ()
     ledger: str = "fresh"
     ledger_problems: tuple[str, ...] = field(default_factory=tuple)
     schema_source: str = "ledger"
+    unowned: tuple[ObjectRef, ...] = ()
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("pending", "differences", "ledger_problems"):
-            data[key] = list(data[key])
-        return data
+        return {
+            "state": self.state,
+            "current": self.current,
+            "head": self.head,
+            "pending": list(self.pending),
+            "matches": self.matches,
+            "nearest": self.nearest,
+            "reason": self.reason,
+            "differences": [difference.to_dict() for difference in self.differences],
+            "unowned": [obj.to_dict() for obj in self.unowned],
+            "ledger": self.ledger,
+            "ledger_problems": list(self.ledger_problems),
+            "schema_source": self.schema_source,
+        }
 
 
 def single_head(scripts: ScriptDirectory) -> str | None:
@@ -136,6 +155,17 @@ def recorded_versions(connection: sa.Connection) -> tuple[str, ...]:
 def shown_version(version: str) -> str:
     """Return a recorded version for a message: quoted unless it looks like a revision id."""
     return version if re.fullmatch(r"\w+", version) else repr(version)
+
+
+def owned_schema(
+    connection: sa.Connection, schemas: Mapping[str, Snapshot]
+) -> tuple[Snapshot, tuple[ObjectRef, ...]]:
+    """Return the owned part of the live schema, and the objects no model or revision defines.
+
+    ``schemas`` are the revisions' schemas: an object any of them holds is owned.
+    """
+    everything = take_snapshot(connection, hidden=django_table_names())
+    return everything.split(ownership(schemas.values()))
 
 
 def refuse_if_elsewhere(
@@ -195,21 +225,24 @@ def classify(
     began = not connection.in_transaction()
     try:
         current = recorded_versions(connection)
-        live = take_snapshot(connection)
-        refuse_if_elsewhere(connection, live, current)
+        everything = take_snapshot(connection, hidden=django_table_names())
+        refuse_if_elsewhere(connection, everything, current)
     finally:
         if began and connection.in_transaction():
             connection.rollback()
     order = revision_order(scripts)
     ledger_status = {"ledger": "stale" if problems else "fresh", "ledger_problems": tuple(problems)}
-    if not current and live.is_empty:
+    if not current and everything.is_empty:
         return StateReport(
             state=EMPTY, current=None, head=head, pending=tuple(order), schema_source="none",
             **ledger_status,
         )  # fmt: skip
 
     schemas, source = known_schemas(scripts, dialect, ledger, problems, replay)
-    common = {"head": head, "schema_source": source, **ledger_status}
+    live, unowned = everything.split(ownership(schemas.values()))
+    common = {"head": head, "schema_source": source, "unowned": unowned, **ledger_status}
+    if not current and live.is_empty:
+        return StateReport(state=EMPTY, current=None, pending=tuple(order), **common)
     if len(current) > 1 or (current and current[0] not in schemas):
         nearest, differences = _nearest(live, schemas, order)
         unknown = [shown_version(c) for c in current if c not in schemas]
@@ -223,7 +256,8 @@ def classify(
             state=UNKNOWN_REVISION,
             current=",".join(map(shown_version, current)),
             nearest=nearest,
-            differences=(reason, *differences),
+            differences=tuple(differences),
+            reason=reason,
             **common,
         )
     if not current:
@@ -291,7 +325,7 @@ def _exact_match(
 
 def _nearest(
     live: Snapshot, schemas: Mapping[str, Snapshot], order: list[str]
-) -> tuple[str | None, list[str]]:
+) -> tuple[str | None, list[Difference]]:
     """Return the revision with the fewest differences from ``live``, and them.
 
     On a tie the later revision wins: drift usually happens near the tip.

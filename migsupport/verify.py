@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError as AlembicCommandError
@@ -141,117 +139,71 @@ def check_chain(scripts: ScriptDirectory) -> list[str]:
     return problems
 
 
-def model_differences(connection: sa.Connection) -> list[str]:
-    """Return how the models (through the bridge) differ from the live DDL.
+def _model_scope(snapshot: Snapshot) -> Snapshot:
+    """Return what of ``snapshot`` the models can say: tables, columns, keys, indexes, ENUMs.
 
-    Each line names the model field that has no migration, or the DDL that
-    has no model, using Alembic's ``compare_metadata`` plus ENUM labels.
+    Triggers, rules, policies, checks, functions and the like exist only in
+    revisions; the models have no field for them, so they are not compared.
     """
-    metadata = bridge.build_metadata()
-    context = MigrationContext.configure(connection, opts=bridge.comparison_options())
-    fields = _fields_by_column()
-    problems = [_describe(diff, fields) for diff in _flatten(compare_metadata(context, metadata))]
-    problems = [p for p in problems if p]
-    live = take_snapshot(connection)
-    for name, labels in sorted(_model_enums(metadata).items()):
-        have = live.enums.get(name)
-        if connection.dialect.name != "postgresql":
-            continue
-        if have is None:
-            problems.append(f"enum {name}: no migration creates it (labels {','.join(labels)})")
-        elif list(have) != list(labels):
-            problems.append(
-                f"enum {name}: the migrations give labels {','.join(have)}, "
-                f"the models say {','.join(labels)}"
-            )
-    return problems
-
-
-def _model_enums(metadata: sa.MetaData) -> dict[str, list[str]]:
-    enums: dict[str, list[str]] = {}
-    for table in metadata.tables.values():
-        for column in table.columns:
-            if isinstance(column.type, sa.Enum) and column.type.native_enum and column.type.name:
-                enums[column.type.name] = list(column.type.enums)
-    return enums
-
-
-def _fields_by_column() -> dict[tuple[str, str], str]:
-    result = {}
-    for model in bridge.owned_models():
-        for model_field in model._meta.local_concrete_fields:
-            result[(model._meta.db_table, model_field.column)] = (
-                f"{model._meta.label}.{model_field.name}"
-            )
-    return result
-
-
-def _flatten(diffs: list[Any]) -> Iterator[tuple]:
-    for diff in diffs:
-        if isinstance(diff, list):
-            yield from diff
-        elif isinstance(diff, tuple):
-            yield diff
-        # alembic-postgresql-enum's ENUM operations come as tuples too.
-
-
-def _describe(diff: tuple, fields: dict[tuple[str, str], str]) -> str | None:
-    kind = diff[0]
-    if kind == "drop_enum":
-        return f"enum {diff[1]}: the migrations create it, but no model uses it"
-    if "enum" in kind:
-        # A model ENUM missing or with other labels: the explicit label
-        # comparison in model_differences says it once, plainly.
-        return None
-    if kind in ("add_table", "remove_table"):
-        table = diff[1]
-        if kind == "add_table":
-            return f"table {table.name}: the models define it, but no migration creates it"
-        return f"table {table.name}: the migrations create it, but no model defines it"
-    if kind in ("add_column", "remove_column"):
-        table, column = diff[2], diff[3]
-        if kind == "add_column":
-            owner = fields.get((table, column.name), f"column {table}.{column.name}")
-            return f"{owner}: no migration creates column {table}.{column.name}"
-        return f"column {table}.{column.name}: the migrations create it, but no model field maps it"
-    if kind in ("modify_type", "modify_nullable", "modify_default"):
-        table, column = diff[2], diff[3]
-        owner = fields.get((table, column), f"column {table}.{column}")
-        existing, wanted = diff[5], diff[6]
-        what = {
-            "modify_type": "type",
-            "modify_nullable": "nullability",
-            "modify_default": "default",
+    tables = {
+        name: {
+            "columns": shape.get("columns", {}),
+            "constraints": {
+                key: constraint
+                for key, constraint in shape.get("constraints", {}).items()
+                if constraint.get("type") != "check"
+            },
+            "indexes": shape.get("indexes", {}),
         }
-        if kind == "modify_nullable":
-            existing = "NULL" if existing else "NOT NULL"
-            wanted = "NULL" if wanted else "NOT NULL"
-        elif kind == "modify_default":
-            existing = getattr(existing, "arg", existing)
-            wanted = getattr(wanted, "arg", wanted)
-        return (
-            f"{owner}: {what[kind]} differs; the migrations give {existing}, "
-            f"the model says {wanted}"
-        )
-    if kind in ("add_index", "remove_index"):
-        index = diff[1]
-        columns = ", ".join(c.name for c in index.columns) or "expressions"
-        if kind == "add_index":
-            return (
-                f"index {index.name} on {index.table.name} ({columns}): the models define it, "
-                "but no migration creates it"
-            )
-        return f"index {index.name}: the migrations create it, but no model defines it"
-    if kind in ("add_fk", "remove_fk", "add_constraint", "remove_constraint"):
-        constraint = diff[1]
-        table = constraint.table.name if constraint.table is not None else "?"
-        side = "the models define it, but no migration creates it"
-        if kind.startswith("remove"):
-            side = "the migrations create it, but no model defines it"
-        return f"{type(constraint).__name__} {constraint.name or ''} on {table}: {side}".replace(
-            "  ", " "
-        )
-    return f"{kind}: {diff[1:]}"
+        for name, shape in snapshot.tables.items()
+    }
+    return Snapshot(tables=tables, enums=snapshot.enums)
+
+
+def models_schema(url: sa.URL) -> Snapshot:
+    """Return the schema the models (through the bridge) describe, as the database renders it.
+
+    The models' metadata is created on a scratch database of its own beside
+    ``url`` and read back with the reader the state engine uses, so the
+    comparison with the migrations speaks in the same words.
+    """
+    with scratch_database(url) as models_url:
+        engine = create_engine(models_url)
+        try:
+            with engine.begin() as connection:
+                bridge.build_metadata().create_all(connection)
+            with engine.connect() as connection:
+                return take_snapshot(connection, hidden=bridge.django_table_names())
+        finally:
+            engine.dispose()
+
+
+def model_differences(head: Snapshot, models: Snapshot) -> list[str]:
+    """Return how the DDL at head differs from what the models describe.
+
+    Each line is a :class:`Difference` in the words ``alembic_status`` uses
+    ("expected" is the models' side), led by the model field it concerns
+    (or the model), so that a field with no migration is named.
+    """
+    owners = _owners()
+    lines: list[str] = []
+    for difference in compare(_model_scope(head), _model_scope(models)):
+        obj = difference.object
+        owner = owners.get(obj.name) if obj.type == "column" else None
+        owner = owner or owners.get(obj.table or obj.name if obj.type != "column" else "")
+        lines.append(f"{owner}: {difference}" if owner else str(difference))
+    return lines
+
+
+def _owners() -> dict[str, str]:
+    """Return the model field of each ``table.column``, and the model of each table."""
+    result: dict[str, str] = {}
+    for model in bridge.owned_models():
+        table = model._meta.db_table
+        result[table] = model._meta.label
+        for model_field in model._meta.local_concrete_fields:
+            result[f"{table}.{model_field.column}"] = f"{model._meta.label}.{model_field.name}"
+    return result
 
 
 class _Run:
@@ -279,7 +231,7 @@ class _Run:
                 self.connection.rollback()
 
     def snapshot(self) -> Snapshot:
-        snapshot = take_snapshot(self.connection)
+        snapshot = take_snapshot(self.connection, hidden=bridge.django_table_names())
         self.connection.rollback()
         return snapshot
 
@@ -322,7 +274,7 @@ class _Run:
         if differences:
             return (
                 f"revision {revision} changes the schema when applied a second time: "
-                + "; ".join(differences)
+                + "; ".join(map(str, differences))
             )
         return None
 
@@ -342,7 +294,7 @@ class _Run:
             if differences:
                 problems.append(
                     f"revision {revision}'s downgrade does not leave the schema of {below}: "
-                    + "; ".join(differences)
+                    + "; ".join(map(str, differences))
                 )
             self.emit("revision", check=DOWNGRADE, revision=revision, below=below,
                       seconds=time.perf_counter() - started, ok=not differences)  # fmt: skip
@@ -360,7 +312,8 @@ class _Run:
         differences = compare(self.snapshot(), self.snapshots[self.order[-1]])
         if differences:
             raise _Failed(
-                "the schema at head differs from the first upgrade: " + "; ".join(differences)
+                "the schema at head differs from the first upgrade: "
+                + "; ".join(map(str, differences))
             )
 
 
@@ -377,7 +330,7 @@ def ledger_problems(
             recorded = ledger.schemas(scripts, dialect)[revision]
             problems.append(
                 f"revision {revision}'s recorded {dialect} schema differs from this run: "
-                + "; ".join(compare(replayed[revision], recorded))
+                + "; ".join(map(str, compare(replayed[revision], recorded)))
             )
     return problems
 
@@ -454,8 +407,9 @@ def verify(
                     skip(MODELS_MATCH_DDL, DOWNGRADE, UPGRADE_AGAIN, IDEMPOTENT, LEDGER_FRESH)
                 else:
                     with check(MODELS_MATCH_DDL):
-                        problems = model_differences(connection)
-                        connection.rollback()
+                        problems = model_differences(
+                            run.snapshots[run.order[-1]], models_schema(scratch_url)
+                        )
                         if problems:
                             raise _Failed(*problems)
                     with check(DOWNGRADE):
@@ -495,4 +449,11 @@ def verify(
     )
 
 
-__all__ = ["CheckResult", "VerifyReport", "check_chain", "model_differences", "verify"]
+__all__ = [
+    "CheckResult",
+    "VerifyReport",
+    "check_chain",
+    "model_differences",
+    "models_schema",
+    "verify",
+]

@@ -9,75 +9,37 @@ reason, loudly; under ``CI=true`` they fail instead, since CI must run them.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
-
-PG_SERVER_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+from tests.support.server import (
+    IN_CI,
+    create_pg_database,
+    drop_pg_database,
+    server_url,
+    unreachable,
 )
-SCRATCH_PREFIX = "migsupport_test_"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PROJECT = Path(__file__).resolve().parent.parent
-PRODUCTION_SCHEMA = Path(__file__).resolve().parent / "data" / "production_schema.sql"
 
 _pg_unavailable: list[str] = []
-
-
-def _server_url() -> URL:
-    url = sa.make_url(PG_SERVER_URL)
-    return url.set(drivername="postgresql+psycopg")
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> URL:
     """Return the PostgreSQL server's URL, or skip (fail under CI) without one."""
-    url = _server_url()
-    try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        engine.dispose()
-    except sa.exc.OperationalError as exc:
-        reason = (
-            f"PostgreSQL is not reachable at {url.render_as_string(hide_password=True)}: "
-            f"{str(exc.orig).strip().splitlines()[0]}"
-        )
+    url = server_url()
+    reason = unreachable(url)
+    if reason:
         if IN_CI:
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         _pg_unavailable.append(reason)
         pytest.skip(f"SKIPPED POSTGRESQL TEST: {reason}")
     return url
-
-
-def _admin_execute(server: URL, statement: str) -> None:
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
-
-
-def create_pg_database(server: URL) -> URL:
-    """Create a uniquely named scratch database and return its URL."""
-    name = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}"
-    _admin_execute(server, f'CREATE DATABASE "{name}"')
-    return server.set(database=name)
-
-
-def drop_pg_database(server: URL, url: URL) -> None:
-    """Drop a scratch database, ending any session still on it."""
-    _admin_execute(server, f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
 
 
 @pytest.fixture

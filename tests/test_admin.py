@@ -275,6 +275,17 @@ def test_search_matches_a_name_prefix(
 
 
 @pytest.mark.django_db
+def test_search_help_says_where_the_name_match_is_case_sensitive(viewer_client: Client) -> None:
+    content = viewer_client.get(MATERIALS_LIST).content.decode()
+
+    # test_search_matches_a_name_prefix proves it on each dialect.
+    assert (
+        '<div class="help" id="searchbar_helptext">The start of a material name (case '
+        "sensitive on PostgreSQL, not on SQLite), or a job&#x27;s exact UUID.</div>"
+    ) in content
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("term", ["50%", "a_b", "back\\slash"])
 def test_search_treats_like_wildcards_literally(
     viewer_client: Client, make_job, make_material, term: str

@@ -17,7 +17,7 @@ from migsupport import bridge
 from migsupport.api import alembic_config
 from migsupport.engine import engine_for_alias
 from migsupport.exceptions import UnmappableField
-from tests.migrate import run
+from tests.support.migrate import run
 
 
 def _diffs(engine: sa.Engine, metadata: sa.MetaData) -> list:

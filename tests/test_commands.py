@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
-from tests.catalog import catalog
-from tests.commands import clean_environ, manage, shown
-from tests.conftest import PROJECT
-from tests.migrate import run
+from migsupport.engine import create_engine
+from tests.support.catalog import catalog
+from tests.support.commands import clean_environ, manage, shown
+from tests.support.migrate import run
+from tests.support.project import PROJECT
+from tests.support.states import versions
 
 
 def test_alembic_upgrade_applies_every_revision_and_reports_each(database_url, engine):
@@ -83,6 +87,64 @@ def test_alembic_upgrade_refuses_an_unknown_revision_in_one_line(database_url, e
         assert sa.inspect(connection).get_table_names() == []
 
 
+OLDER = (
+    "CommandError: refused: the target b662310f1380 is older than 3d5f8a9b2c41, the revision the "
+    "database is at, and the guarded upgrade never downgrades (`alembic downgrade` goes down, "
+    "unguarded); nothing was changed\n"
+)
+
+
+@pytest.mark.parametrize("mode", [(), ("--plan",), ("--sql",)])
+def test_alembic_upgrade_to_an_older_revision_refuses_and_never_downgrades(
+    mode, database_url, engine
+):
+    run(engine, "upgrade", "head")
+    before = catalog(engine)
+
+    result = manage("alembic_upgrade", "b662310f1380", *mode, database_url=database_url)
+
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", OLDER)
+    assert catalog(engine) == before
+    assert versions(engine) == ["3d5f8a9b2c41"]
+
+
+def test_alembic_upgrade_sql_at_head_says_there_is_nothing_to_do(database_url, engine):
+    run(engine, "upgrade", "head")
+
+    result = manage("alembic_upgrade", "--sql", database_url=database_url)
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "-- Nothing to do: the database is at 3d5f8a9b2c41; there is no SQL.\n"
+
+
+@pytest.mark.parametrize("command", ["alembic_upgrade", "alembic_stamp"])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("-1", "-1 is negative: give the seconds to wait, 0 or more"),
+        ("-0.5", "-0.5 is negative: give the seconds to wait, 0 or more"),
+        ("soon", "'soon' is not a number of seconds"),
+        ("nan", "'nan' is not a number of seconds"),
+    ],
+)
+def test_a_lock_timeout_that_is_not_zero_or_more_seconds_is_refused_when_parsed(
+    command, value, reason, sqlite_url
+):
+    engine = create_engine(sqlite_url)
+    try:
+        run(engine, "upgrade", "b662310f1380")  # both commands would change this database
+        before = catalog(engine)
+
+        result = manage(command, "--lock-timeout", value, database_url=sqlite_url)
+
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == f"manage.py {command}: error: argument --lock-timeout: {reason}\n"
+        assert catalog(engine) == before
+        assert versions(engine) == ["b662310f1380"]
+    finally:
+        engine.dispose()
+
+
 def test_start_up_without_secret_key_fails_with_a_clear_line():
     environ = clean_environ("SECRET_KEY", "DEBUG")
     result = subprocess.run(
@@ -102,7 +164,7 @@ def test_start_up_without_secret_key_fails_with_a_clear_line():
 
 def _settings_value(expression: str, **env: str) -> str:
     environ = clean_environ("DATABASE_URL")
-    environ.update(env, SECRET_KEY="x", DJANGO_SETTINGS_MODULE="config.settings")
+    environ.update({"SECRET_KEY": "x", "DJANGO_SETTINGS_MODULE": "config.settings", **env})
     code = f"from django.conf import settings; print({expression})"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT, env=environ, capture_output=True, text=True
@@ -128,3 +190,15 @@ def test_database_url_selects_postgresql_through_psycopg():
         )
         == "django.db.backends.postgresql db.internal 5433 materials"
     )
+
+
+def test_each_test_run_names_its_postgresql_test_database_uniquely():
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    expression = "settings.DATABASES['default']['TEST']['NAME']"
+    names = {
+        _settings_value(expression, DATABASE_URL=url, DJANGO_SETTINGS_MODULE="tests.settings")
+        for _ in range(2)
+    }
+
+    assert len(names) == 2, names
+    assert all(re.fullmatch(r"test_materials_[0-9a-f]{12}", name) for name in names), names

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine
-from tests.commands import clean_environ, command_environ, manage, wait_for
-from tests.conftest import PROJECT
-from tests.serve import PRODUCTION, VIA_HTTPS, free_port, get, gunicorn, listening
+from tests.support.commands import clean_environ, command_environ, manage, wait_for
+from tests.support.project import PROJECT
+from tests.support.serve import PRODUCTION, VIA_HTTPS, free_port, get, gunicorn, listening
 
 README = PROJECT / "README.md"
 PASSWORD = "s3cret-health-password"

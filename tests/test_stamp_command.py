@@ -1,7 +1,7 @@
 """``manage.py alembic_stamp``, run for real: it writes a version only with proof.
 
 Proof is the live Alembic-owned schema equal to the revision's schema. The
-tests reach each state for real (``tests.states``), run the command in a
+tests reach each state for real (``tests.support.states``), run the command in a
 subprocess and read the exit status, the exact lines printed, and the
 catalog and ``alembic_version`` afterwards.
 """
@@ -17,10 +17,10 @@ from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
-from tests.catalog import catalog
-from tests.commands import manage, shown
-from tests.migrate import run
-from tests.states import (
+from tests.support.catalog import catalog
+from tests.support.commands import manage, shown
+from tests.support.migrate import run
+from tests.support.states import (
     BASELINE,
     DRIFT_INDEX,
     DRIFTS,
@@ -75,8 +75,8 @@ def differences_from_head(state: str, dialect: str) -> list[str]:
         ]
         if postgresql:
             return [
-                "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED, "
-                "expected PENDING,PROCESSING,COMPLETED,FAILED,CANCELLED",
+                "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED), "
+                "expected (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)",
                 *below,
             ]
         return below
@@ -178,8 +178,8 @@ def test_versioned_at_another_revision_is_refused_without_proof(database_url, en
     result = manage("alembic_stamp", BASELINE, database_url=database_url)
 
     enum = (
-        ["enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,CANCELLED, "
-         "expected PENDING,PROCESSING,COMPLETED,FAILED"]
+        ["enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED), "
+         "expected (PENDING, PROCESSING, COMPLETED, FAILED)"]
         if database_url.get_backend_name() == "postgresql"
         else []
     )  # fmt: skip
@@ -190,7 +190,7 @@ def test_versioned_at_another_revision_is_refused_without_proof(database_url, en
         "nothing was written (--force stamps without proof)",
         *enum,
         *(f"index {name} is unexpected" for name in HEAD_INDEXES),
-        "table material_detection_jobs: unexpected column model_version",
+        "column material_detection_jobs.model_version is unexpected",
     )
     assert versions(engine) == [HEAD]
     assert catalog(engine) == before

@@ -7,6 +7,8 @@ about the replay.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -15,14 +17,15 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from migsupport import api
+from migsupport.differences import ObjectRef
 from migsupport.engine import create_engine
 from migsupport.history import replay_schemas
 from migsupport.ledger import Ledger, ledger_path
 from migsupport.snapshot import compare, take_snapshot
 from migsupport.state import MultipleHeads, SchemaUnknown, StateReport, classify
-from tests.conftest import PRODUCTION_SCHEMA
-from tests.migrate import run
-from tests.states import (
+from tests.support.migrate import run
+from tests.support.project import PRODUCTION_SCHEMA, load_production_schema
+from tests.support.states import (
     BASELINE,
     BRANCH,
     HEAD,
@@ -40,7 +43,6 @@ from tests.states import (
     rebuild_sqlite_table,
     versions,
 )
-from tests.test_production_schema import load_production_schema
 
 
 def state_of(engine: Engine, **kwargs) -> StateReport:
@@ -49,7 +51,12 @@ def state_of(engine: Engine, **kwargs) -> StateReport:
     with engine.connect() as connection:
         report = api.inspect_state(connection, **kwargs)
         assert not connection.in_transaction()
-    return report
+    return as_text(report)
+
+
+def as_text(report: StateReport) -> StateReport:
+    """Return ``report`` with its differences as the lines people read, to compare it whole."""
+    return dataclasses.replace(report, differences=tuple(map(str, report.differences)))
 
 
 def drifted(*differences: str, current: str = HEAD) -> StateReport:
@@ -214,7 +221,7 @@ def test_versioned_and_changed_is_drifted_with_every_difference(engine):
         matches=None,
         nearest=None,
         differences=(
-            "table detected_materials: unexpected column legacy_score",
+            "column detected_materials.legacy_score is unexpected",
             "index ix_detected_materials_material_name is missing",
         ),
         ledger="fresh",
@@ -229,8 +236,8 @@ def test_head_schema_recorded_at_the_baseline_is_drifted_not_behind(engine):
 
     enum = (
         [
-            "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,CANCELLED, "
-            "expected PENDING,PROCESSING,COMPLETED,FAILED"
+            "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED), "
+            "expected (PENDING, PROCESSING, COMPLETED, FAILED)"
         ]
         if engine.dialect.name == "postgresql"
         else []
@@ -242,7 +249,7 @@ def test_head_schema_recorded_at_the_baseline_is_drifted_not_behind(engine):
         "index ix_detected_materials_created_at is unexpected",
         "index ix_detected_materials_job_id_confidence is unexpected",
         "index ix_detected_materials_material_name_pattern is unexpected",
-        "table material_detection_jobs: unexpected column model_version",
+        "column material_detection_jobs.model_version is unexpected",
         current=BASELINE,
     )
 
@@ -259,7 +266,7 @@ def test_version_no_script_defines_is_unknown_revision_with_the_nearest(engine, 
         pending=(),
         matches=None,
         nearest=nearest,
-        differences=(f"alembic_version records {UNKNOWN}, which no revision script defines",),
+        reason=f"alembic_version records {UNKNOWN}, which no revision script defines",
         ledger="fresh",
         ledger_problems=(),
         schema_source="ledger",
@@ -279,10 +286,8 @@ def test_unknown_version_over_a_changed_schema_lists_the_differences_from_the_ne
         current=UNKNOWN,
         head=HEAD,
         nearest=HEAD,
-        differences=(
-            f"alembic_version records {UNKNOWN}, which no revision script defines",
-            "table detected_materials: unexpected column legacy_score",
-        ),
+        reason=f"alembic_version records {UNKNOWN}, which no revision script defines",
+        differences=("column detected_materials.legacy_score is unexpected",),
         schema_source="ledger",
     )
 
@@ -300,9 +305,9 @@ def test_two_known_versions_recorded_on_a_single_head_are_unknown_revision(engin
         current=report.current,
         head=HEAD,
         nearest=HEAD,
-        differences=(
+        reason=(
             f"alembic_version records 2 versions ({report.current.replace(',', ', ')}), "
-            "but the revision history has a single head",
+            "but the revision history has a single head"
         ),
         schema_source="ledger",
     )
@@ -345,8 +350,7 @@ def test_index_on_other_columns_is_reported(at_head):
     )
 
     assert state_of(at_head) == drifted(
-        "index ix_detected_materials_material_name: on detected_materials (category), "
-        "expected on detected_materials (material_name)"
+        "index ix_detected_materials_material_name: keys are (category), expected (material_name)"
     )
 
 
@@ -359,8 +363,7 @@ def test_index_made_unique_is_reported(at_head):
     )
 
     assert state_of(at_head) == drifted(
-        "index ix_detected_materials_material_name: unique on detected_materials "
-        "(material_name), expected on detected_materials (material_name)"
+        "index ix_detected_materials_material_name: uniqueness is unique, expected not unique"
     )
 
 
@@ -375,8 +378,8 @@ def test_index_without_its_operator_class_is_reported(pg_engine):
     )
 
     assert state_of(pg_engine) == drifted(
-        "index ix_detected_materials_material_name_pattern: on detected_materials "
-        "(material_name), expected on detected_materials (material_name varchar_pattern_ops)"
+        "index ix_detected_materials_material_name_pattern: keys are (material_name), "
+        "expected (material_name varchar_pattern_ops)"
     )
 
 
@@ -391,7 +394,7 @@ def test_shorter_varchar_is_reported(at_head):
         )
 
     assert state_of(at_head) == drifted(
-        "column detected_materials.material_name: VARCHAR(50), expected VARCHAR(100)"
+        "column detected_materials.material_name is VARCHAR(50), expected VARCHAR(100)"
     )
 
 
@@ -404,7 +407,7 @@ def test_column_made_not_null_is_reported(at_head):
         )
 
     assert state_of(at_head) == drifted(
-        "column detected_materials.category: NOT NULL, expected NULL"
+        "column detected_materials.category is NOT NULL, expected NULL"
     )
 
 
@@ -420,7 +423,7 @@ def test_column_made_nullable_is_reported(at_head):
         )
 
     assert state_of(at_head) == drifted(
-        "column detected_materials.confidence: NULL, expected NOT NULL"
+        "column detected_materials.confidence is NULL, expected NOT NULL"
     )
 
 
@@ -436,7 +439,7 @@ def test_dropped_default_is_reported(at_head):
         )
 
     assert state_of(at_head) == drifted(
-        "column detected_materials.created_at: no default, expected default now()"
+        "column detected_materials.created_at has no default, expected default now()"
     )
 
 
@@ -458,7 +461,7 @@ def test_other_default_is_reported(at_head):
         other = "'CURRENT_TIMESTAMP'"
 
     assert state_of(at_head) == drifted(
-        f"column detected_materials.created_at: default {other}, expected default now()"
+        f"column detected_materials.created_at has default {other}, expected default now()"
     )
 
 
@@ -474,8 +477,8 @@ def test_foreign_key_without_on_delete_cascade_is_reported(at_head):
         rebuild_sqlite_table(at_head, "detected_materials", "(id) ON DELETE CASCADE", "(id)")
 
     assert state_of(at_head) == drifted(
-        "table detected_materials: foreign key (job_id) -> material_detection_jobs (id): "
-        "on delete no action, expected on delete cascade"
+        "foreign key detected_materials_job_id_fkey on detected_materials: "
+        "on delete is no action, expected cascade"
     )
 
 
@@ -491,9 +494,9 @@ def test_foreign_key_on_delete_set_null_is_reported(pg_engine):
     )
 
     assert state_of(pg_engine) == drifted(
-        "column detected_materials.job_id: NULL, expected NOT NULL",
-        "table detected_materials: foreign key (job_id) -> material_detection_jobs (id): "
-        "on delete set null, expected on delete cascade",
+        "column detected_materials.job_id is NULL, expected NOT NULL",
+        "foreign key detected_materials_job_id_fkey on detected_materials: "
+        "on delete is set null, expected cascade",
     )
 
 
@@ -516,8 +519,8 @@ def test_missing_enum_label_is_reported(pg_engine):
     _recreate_jobstatus(pg_engine, ["PENDING", "PROCESSING", "COMPLETED", "FAILED"])
 
     assert state_of(pg_engine) == drifted(
-        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED, "
-        "expected PENDING,PROCESSING,COMPLETED,FAILED,CANCELLED"
+        "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED), "
+        "expected (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)"
     )
 
 
@@ -527,15 +530,15 @@ def test_enum_labels_in_another_order_are_reported(pg_engine):
     _recreate_jobstatus(pg_engine, ["PENDING", "PROCESSING", "COMPLETED", "CANCELLED", "FAILED"])
 
     assert state_of(pg_engine) == drifted(
-        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,CANCELLED,FAILED, "
-        "expected PENDING,PROCESSING,COMPLETED,FAILED,CANCELLED"
+        "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, CANCELLED, FAILED), "
+        "expected (PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED)"
     )
 
 
 def test_extra_column_is_reported(at_head):
     execute(at_head, "ALTER TABLE detected_materials ADD COLUMN legacy_score FLOAT")
 
-    assert state_of(at_head) == drifted("table detected_materials: unexpected column legacy_score")
+    assert state_of(at_head) == drifted("column detected_materials.legacy_score is unexpected")
 
 
 def test_missing_column_is_reported(at_head):
@@ -550,10 +553,12 @@ def test_missing_table_is_reported(at_head):
     assert state_of(at_head) == drifted("table detected_materials is missing")
 
 
-def test_extra_table_is_reported(at_head):
+def test_a_table_no_model_or_revision_defines_is_unowned_not_drift(at_head):
     execute(at_head, "CREATE TABLE legacy_things (id INTEGER PRIMARY KEY)")
 
-    assert state_of(at_head) == drifted("table legacy_things is unexpected")
+    assert state_of(at_head) == dataclasses.replace(
+        UP_TO_DATE, unowned=(ObjectRef("table", "legacy_things"),)
+    )
 
 
 @pytest.mark.postgresql
@@ -562,7 +567,7 @@ def test_double_precision_narrowed_to_real_is_reported(pg_engine):
     execute(pg_engine, "ALTER TABLE detected_materials ALTER COLUMN confidence TYPE float4")
 
     assert state_of(pg_engine) == drifted(
-        "column detected_materials.confidence: REAL, expected DOUBLE PRECISION"
+        "column detected_materials.confidence is REAL, expected DOUBLE PRECISION"
     )
 
 
@@ -692,9 +697,8 @@ def test_foreign_key_to_a_same_named_table_in_another_schema_is_a_difference(pg_
     )
 
     assert state_of(pg_engine) == drifted(
-        "table detected_materials: foreign key (job_id) -> material_detection_jobs (id) is missing",
-        "table detected_materials: unexpected foreign key (job_id) -> "
-        "other.material_detection_jobs (id)",
+        "foreign key detected_materials_job_id_fkey on detected_materials: "
+        "referred table is other.material_detection_jobs, expected material_detection_jobs",
     )
 
 
@@ -712,9 +716,9 @@ def test_expression_indexes_compare_by_their_expressions(pg_engine):
     with pg_engine.connect() as connection:
         upper = take_snapshot(connection)
 
-    assert compare(upper, lower) == [
-        "index ix_expr: on detected_materials (upper(material_name::text)), "
-        "expected on detected_materials (lower(material_name::text))"
+    assert [str(d) for d in compare(upper, lower)] == [
+        "index ix_expr: keys are (upper((material_name)::text)), "
+        "expected (lower((material_name)::text))"
     ]
 
 
@@ -747,7 +751,9 @@ def test_classify_inside_the_callers_transaction_leaves_it_to_the_caller(engine)
 
         assert connection.in_transaction()
         connection.rollback()
-    assert report.differences == ("index ix_detected_materials_material_name is missing",)
+    assert [str(d) for d in report.differences] == [
+        "index ix_detected_materials_material_name is missing"
+    ]
     assert state_of(engine) == UP_TO_DATE
 
 
@@ -907,4 +913,148 @@ def test_several_heads_raise_multiple_heads_with_the_ids_and_a_merge_hint(engine
     assert str(raised.value) == (
         f"the revision history has 2 heads: {', '.join(raised.value.heads)}; "
         'merge them with `alembic merge heads -m "merge"`'
+    )
+
+
+# -- SQLite keeps the proof for what SQLite has ---------------------------------------
+
+DM = "detected_materials"
+
+# Changes to the SQLite schema at head: a table rebuilt from its own DDL with
+# one piece replaced, or an object added; and the difference reported.
+SQLITE_CHANGES = {
+    "check constraint": (
+        ("rebuild", "ON DELETE CASCADE\n", "ON DELETE CASCADE, CHECK (confidence >= 0)\n"),
+        "check constraint (confidence >= 0) on detected_materials is unexpected",
+    ),
+    "named check constraint": (
+        (
+            "rebuild",
+            "ON DELETE CASCADE\n",
+            "ON DELETE CASCADE, CONSTRAINT ck_confidence CHECK (confidence >= 0)\n",
+        ),
+        "check constraint ck_confidence on detected_materials is unexpected",
+    ),
+    "column collation": (
+        (
+            "rebuild",
+            "material_name VARCHAR(100) NOT NULL",
+            "material_name VARCHAR(100) COLLATE NOCASE NOT NULL",
+        ),
+        "column detected_materials.material_name: collation is NOCASE, expected none",
+    ),
+    "generated column": (
+        ("rebuild", "category VARCHAR(50),", "category VARCHAR(50) AS (upper(material_name)),"),
+        "column detected_materials.category: generated is upper(material_name) VIRTUAL, "
+        "expected none",
+    ),
+    "foreign key deferred": (
+        ("rebuild", "ON DELETE CASCADE\n", "ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED\n"),
+        (
+            "foreign key detected_materials_job_id_fkey on detected_materials: deferrability is "
+            "DEFERRABLE, expected NOT DEFERRABLE",
+            "foreign key detected_materials_job_id_fkey on detected_materials: initial check is "
+            "INITIALLY DEFERRED, expected INITIALLY IMMEDIATE",
+        ),
+    ),
+    "foreign key on update": (
+        ("rebuild", "ON DELETE CASCADE\n", "ON DELETE CASCADE ON UPDATE CASCADE\n"),
+        "foreign key detected_materials_job_id_fkey on detected_materials: on update is "
+        "cascade, expected no action",
+    ),
+    "partial index": (
+        (
+            "sql",
+            "DROP INDEX ix_detected_materials_category",
+            "CREATE INDEX ix_detected_materials_category ON detected_materials (category) "
+            "WHERE category IS NOT NULL",
+        ),
+        "index ix_detected_materials_category: predicate is category is not null, expected none",
+    ),
+    "index sort order": (
+        (
+            "sql",
+            "DROP INDEX ix_detected_materials_confidence",
+            "CREATE INDEX ix_detected_materials_confidence ON detected_materials (confidence DESC)",
+        ),
+        "index ix_detected_materials_confidence: keys are (confidence desc), expected (confidence)",
+    ),
+    "index collation": (
+        (
+            "sql",
+            "DROP INDEX ix_detected_materials_material_name_pattern",
+            "CREATE INDEX ix_detected_materials_material_name_pattern "
+            "ON detected_materials (material_name COLLATE NOCASE)",
+        ),
+        "index ix_detected_materials_material_name_pattern: keys are "
+        "(material_name collate nocase), expected (material_name)",
+    ),
+    "expression index": (
+        ("sql", "CREATE INDEX ix_lower_name ON detected_materials (lower(material_name))"),
+        "index ix_lower_name is unexpected",
+    ),
+    "trigger": (
+        (
+            "sql",
+            "CREATE TRIGGER trg_keep AFTER DELETE ON detected_materials "
+            "BEGIN SELECT RAISE(ABORT, 'kept'); END",
+        ),
+        "trigger trg_keep on detected_materials is unexpected",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SQLITE_CHANGES))
+def test_sqlite_reports_every_property_it_holds(sqlite_url, name):
+    (how, *args), differences = SQLITE_CHANGES[name]
+    engine = create_engine(sqlite_url)
+    try:
+        run(engine, "upgrade", HEAD)
+        if how == "rebuild":
+            rebuild_sqlite_table(engine, DM, *args)
+        else:
+            execute(engine, *args)
+
+        assert state_of(engine) == drifted(
+            *((differences,) if isinstance(differences, str) else differences)
+        )
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_spelling_of_an_index_does_not_count(sqlite_url):
+    engine = create_engine(sqlite_url)
+    try:
+        run(engine, "upgrade", HEAD)
+        execute(
+            engine,
+            "DROP INDEX ix_detected_materials_job_id_confidence",
+            'CREATE  INDEX "ix_detected_materials_job_id_confidence" ON detected_materials '
+            '( "job_id" ,confidence )',
+        )
+
+        assert state_of(engine) == UP_TO_DATE
+    finally:
+        engine.dispose()
+
+
+# -- the ledger's format -------------------------------------------------------------------
+
+
+def test_a_ledger_of_an_older_format_reads_stale_naming_why(engine, copied):
+    reach(engine, "up_to_date")
+    edit_ledger(copied, lambda data: data.update(format=1))
+
+    with pytest.raises(SchemaUnknown) as raised:
+        state_of(engine, config=copied.config)
+
+    assert str(raised.value) == (
+        "the ledger is stale (the ledger is in format 1, and this migsupport reads format 2) "
+        "and no scratch database may be used to replay the history; regenerate it with "
+        "`manage.py alembic_ledger` where a scratch database can be made"
+    )
+    report = state_of(engine, config=copied.config, replay=True)
+    assert (report.state, report.ledger, report.schema_source) == ("up_to_date", "stale", "replay")
+    assert report.ledger_problems == (
+        "the ledger is in format 1, and this migsupport reads format 2",
     )

@@ -13,10 +13,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from migsupport.engine import create_engine, safe_url
-from tests.commands import manage
-from tests.conftest import PROJECT
-from tests.migrate import run
-from tests.states import (
+from tests.support.commands import manage
+from tests.support.migrate import run
+from tests.support.project import PROJECT
+from tests.support.states import (
     BASELINE,
     BRANCH,
     DRIFT_INDEX,
@@ -46,7 +46,7 @@ def human(url: URL, *lines: str) -> list[str]:
 
 # -- the report in each state ----------------------------------------------------
 
-# The report of each state of ``tests.states.reach``, after the "Database" line.
+# The report of each state of ``tests.support.states.reach``, after the "Database" line.
 EXPECTED = {
     "empty": [
         "  State:    empty",
@@ -101,8 +101,7 @@ EXPECTED = {
         f"  Nearest:  {HEAD}",
         "  Ledger:   fresh",
         "  The recorded version is not in the revision scripts.",
-        "Differences:",
-        f"  - alembic_version records {UNKNOWN}, which no revision script defines",
+        f"  alembic_version records {UNKNOWN}, which no revision script defines",
         "A newer release may have migrated this database, or its revision script was deleted.",
     ],
 }
@@ -172,16 +171,35 @@ def test_status_json_prints_one_object_with_every_key(database_url, engine):
     result = status(database_url, "--json")
 
     assert result.returncode == 0, result.stderr
+    index = {"unique": False, "keys": ["material_name"], "valid": True}
+    if engine.dialect.name == "postgresql":
+        index["method"] = "btree"
     assert json.loads(result.stdout) == {
         "database": "default",
         "url": safe_url(database_url),
+        "direct": False,
         "state": "drifted",
         "current": HEAD,
         "head": HEAD,
         "pending": [],
         "matches": None,
         "nearest": None,
-        "differences": ["index ix_detected_materials_material_name is missing"],
+        "reason": None,
+        "differences": [
+            {
+                "kind": "missing",
+                "object": {
+                    "type": "index",
+                    "name": "ix_detected_materials_material_name",
+                    "table": "detected_materials",
+                },
+                "property": None,
+                "expected": index,
+                "actual": None,
+                "text": "index ix_detected_materials_material_name is missing",
+            }
+        ],
+        "unowned": [],
         "ledger": "fresh",
         "ledger_problems": [],
         "schema_source": "ledger",
@@ -197,13 +215,16 @@ def test_status_json_of_an_unversioned_database_carries_the_match(database_url, 
     assert json.loads(result.stdout) == {
         "database": "default",
         "url": safe_url(database_url),
+        "direct": False,
         "state": "unversioned",
         "current": None,
         "head": HEAD,
         "pending": [SECOND, HEAD],
         "matches": BASELINE,
         "nearest": None,
+        "reason": None,
         "differences": [],
+        "unowned": [],
         "ledger": "fresh",
         "ledger_problems": [],
         "schema_source": "ledger",

@@ -1,6 +1,6 @@
 """``manage.py alembic_upgrade``, run as a deploy runs it, on real databases.
 
-Every state is reached for real (``tests.states``), the command runs in a
+Every state is reached for real (``tests.support.states``), the command runs in a
 subprocess, and the assertions read the exit status, the exact lines it
 printed, and the catalog and ``alembic_version`` afterwards.
 """
@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,11 +27,13 @@ from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
-from tests.catalog import catalog
-from tests.commands import manage, shown, spawn, wait_for
-from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
-from tests.rows import SEED_SQL, data_checksums
-from tests.states import (
+from tests.support.catalog import catalog
+from tests.support.commands import manage, shown, spawn, wait_for
+from tests.support.project import load_production_schema
+from tests.support.rows import SEED_SQL, data_checksums
+from tests.support.server import admin_execute, create_pg_database, drop_pg_database
+from tests.support.sessions import PG_LOCK_NAME
+from tests.support.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
     APPLY_SECOND,
@@ -40,24 +41,26 @@ from tests.states import (
     DOMAIN_TABLES,
     DRIFT_INDEX,
     DRIFTS,
+    FAILING_BODY,
+    FIXED_BODY,
     HEAD,
     SECOND,
     STATES,
+    THIRD,
+    THIRD_DOC,
     UNKNOWN,
     Batch,
     HeadCatalogs,
-    ProjectCopy,
     execute,
+    insert_job_with_duplicate_materials,
     project_copy,
     reach,
     refusal,
     scalar,
     state_jobs,
     versions,
+    write_third_revision,
 )
-from tests.test_production_schema import load_production_schema
-
-PG_LOCK_NAME = "alembic_version:default"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +127,6 @@ def expected_outcome(state: str, url: URL) -> tuple[int, str, str, str]:
                 f"refused: alembic_version records {UNKNOWN}, which no revision script defines "
                 "(a newer release migrated this database, or a revision was deleted); "
                 "nothing was changed",
-                f"alembic_version records {UNKNOWN}, which no revision script defines",
             ),
             "unchanged",
         ),
@@ -337,14 +339,43 @@ def test_plan_prints_the_baseline_and_revisions_and_changes_nothing(state, datab
 
 # The indexes revision 3d5f8a9b2c41 adds, as --sql prints them on PostgreSQL.
 HEAD_INDEXES_SQL = (
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_created_at "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_created_at "
     "ON detected_materials (created_at);",
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_category ON detected_materials (category);",
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_confidence "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_category "
+    "ON detected_materials (category);",
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_confidence "
     "ON detected_materials (confidence);",
-    "CREATE INDEX IF NOT EXISTS ix_detected_materials_material_name_pattern "
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_material_name_pattern "
     "ON detected_materials (material_name varchar_pattern_ops);",
 )
+
+
+def transactions_and_builds(sql: str) -> list[str]:
+    """Return the script's transactions and concurrent builds in order; none is inside another.
+
+    A transaction that holds nothing but comments (what an autocommit block
+    leaves between two builds) is left out.
+    """
+    seen: list[str] = []
+    inside: list[str] | None = None
+    for chunk in sql.split(";\n"):
+        lines = [line for line in chunk.splitlines() if not line.startswith("--")]
+        statement = "\n".join(lines).strip()
+        if statement == "BEGIN":
+            assert inside is None, "a transaction inside a transaction"
+            inside = []
+        elif statement == "COMMIT":
+            assert inside is not None, "COMMIT outside a transaction"
+            if inside:
+                seen.append("transaction")
+            inside = None
+        elif "CONCURRENTLY" in statement:
+            assert inside is None, f"a concurrent build inside a transaction: {statement}"
+            seen.append("build")
+        elif statement and inside is not None:
+            inside.append(statement)
+    assert inside is None, "the script ends inside a transaction"
+    return seen
 
 
 @pytest.mark.postgresql
@@ -361,7 +392,7 @@ def test_sql_from_empty_prints_every_revisions_ddl_and_changes_nothing(pg_url, p
         f"INSERT INTO alembic_version (version_num) VALUES ('{BASELINE}')",
         "ALTER TYPE jobstatus ADD VALUE IF NOT EXISTS 'CANCELLED' AFTER 'FAILED';",
         "ALTER TABLE material_detection_jobs ADD COLUMN IF NOT EXISTS model_version VARCHAR(64);",
-        "CREATE INDEX IF NOT EXISTS ix_detected_materials_job_id_confidence "
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_detected_materials_job_id_confidence "
         "ON detected_materials (job_id, confidence);",
         f"UPDATE alembic_version SET version_num='{SECOND}' "
         f"WHERE alembic_version.version_num = '{BASELINE}';",
@@ -370,7 +401,11 @@ def test_sql_from_empty_prints_every_revisions_ddl_and_changes_nothing(pg_url, p
         f"WHERE alembic_version.version_num = '{SECOND}';",
     ):
         assert statement in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 3  # one transaction per revision
+    # One transaction per revision, and each concurrent build between two of them.
+    assert transactions_and_builds(sql) == [
+        "transaction", "transaction", "build", "transaction",
+        "build", "build", "build", "build", "transaction",
+    ]  # fmt: skip
     with pg_engine.connect() as connection:
         assert sa.inspect(connection).get_table_names() == []
 
@@ -392,7 +427,11 @@ def test_sql_over_the_production_schema_records_the_baseline_then_upgrades(pg_ur
     assert f"-- Running upgrade {SECOND} -> {HEAD}" in sql
     for statement in HEAD_INDEXES_SQL:
         assert statement in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 3  # the baseline, then each revision
+    # The baseline, then each revision, with its concurrent builds outside them.
+    assert transactions_and_builds(sql) == [
+        "transaction", "transaction", "build", "transaction",
+        "build", "build", "build", "build", "transaction",
+    ]  # fmt: skip
     assert catalog(pg_engine) == before
     assert versions(pg_engine) is None
 
@@ -406,11 +445,11 @@ def test_json_prints_the_summary_of_what_was_done(sqlite_url):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert set(summary) == {
-        "database", "url", "state", "current", "target", "baseline", "revisions", "applied",
-        "after", "backup", "dry_run", "differences",
+        "database", "url", "direct", "state", "current", "target", "baseline", "revisions",
+        "applied", "after", "backup", "dry_run", "differences", "unowned",
     }  # fmt: skip
     assert summary["database"] == "default"
-    assert summary["url"] == shown(database_url)
+    assert (summary["url"], summary["direct"]) == (shown(database_url), False)
     assert (summary["state"], summary["current"], summary["target"]) == ("unversioned", None, HEAD)
     assert (summary["baseline"], summary["revisions"]) == (BASELINE, [SECOND, HEAD])
     assert [item["revision"] for item in summary["applied"]] == [SECOND, HEAD]
@@ -652,76 +691,10 @@ def test_concurrent_upgrades_on_sqlite_apply_once_and_all_succeed(sqlite_url, he
 
 # -- a revision that fails, a process that dies ------------------------------------------------
 
-THIRD = "9e8d7c6b5a40"
-THIRD_DOC = "Verified materials."
-THIRD_TEMPLATE = '''\
-"""{doc}
-
-Revision ID: {revision}
-Revises: {down}
-Create Date: 2026-12-01 00:00:00
-"""
-
-import sqlalchemy as sa
-
-from alembic import op
-from migsupport import ops
-
-revision = "{revision}"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    ops.add_column_if_missing(
-        "detected_materials", sa.Column("verified", sa.Boolean(), nullable=True)
-    )
-{body}
-
-def downgrade():
-    ops.drop_column_if_present("detected_materials", "verified")
-'''
-
-
-def write_third_revision(copy: ProjectCopy, body: str, revision: str = THIRD) -> None:
-    (copy.versions / f"{revision}_verified_materials.py").write_text(
-        THIRD_TEMPLATE.format(
-            doc=THIRD_DOC, revision=revision, down=HEAD, body=textwrap.indent(body, "    ")
-        )
-    )
-
-
-def insert_job_with_duplicate_materials(engine: Engine) -> None:
-    job = uuid.UUID(int=1)
-    hexes = {"job": job.hex, "a": uuid.UUID(int=2).hex, "b": uuid.UUID(int=3).hex}
-    if engine.dialect.name == "postgresql":
-        hexes = {k: str(uuid.UUID(v)) for k, v in hexes.items()}
-    execute(
-        engine,
-        "INSERT INTO material_detection_jobs (id, image_url, status) "
-        f"VALUES ('{hexes['job']}', 'https://img/1.jpg', 'COMPLETED')",
-        "INSERT INTO detected_materials (id, job_id, material_name, confidence) VALUES "
-        f"('{hexes['a']}', '{hexes['job']}', 'steel', 0.9), "
-        f"('{hexes['b']}', '{hexes['job']}', 'steel', 0.8)",
-    )
-
 
 def columns_of(engine: Engine, table: str) -> list[str]:
     with engine.connect() as connection:
         return [c["name"] for c in sa.inspect(connection).get_columns(table)]
-
-
-# The unique index is fine on an empty database (so the replay on a scratch
-# database passes, as CI would) and fails on this one's duplicate rows.
-FAILING_BODY = (
-    'op.create_index("ux_detected_materials_job_material", "detected_materials",\n'
-    '                ["job_id", "material_name"], unique=True)\n'
-)
-FIXED_BODY = (
-    'op.create_index("ix_detected_materials_job_material", "detected_materials",\n'
-    '                ["job_id", "material_name"])\n'
-)
 
 
 def test_a_revision_failing_halfway_rolls_back_whole_and_a_fixed_rerun_succeeds(
@@ -853,9 +826,11 @@ def test_a_process_killed_mid_revision_leaves_the_last_whole_revision_and_no_loc
         holder = scalar(
             pg_engine,
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = :high AND objid = :low",
+            "AND classid = :high AND objid = :low "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = :db)",
             high=(advisory_key(PG_LOCK_NAME) & 0xFFFFFFFFFFFFFFFF) >> 32,
             low=advisory_key(PG_LOCK_NAME) & 0xFFFFFFFF,
+            db=database,
         )
         os.kill(process.pid, signal.SIGKILL)
     finally:
@@ -907,14 +882,14 @@ PASSWORD = "Pw-Secret-9"
 def password_url(pg_server: URL) -> Iterator[URL]:
     """Return the URL of a new database owned by a role with a password; drop both after."""
     role = f"migsupport_test_pw_{uuid.uuid4().hex[:8]}"
-    _admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
     url = create_pg_database(pg_server)
     try:
-        _admin_execute(pg_server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
+        admin_execute(pg_server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
         yield url.set(username=role, password=PASSWORD)
     finally:
         drop_pg_database(pg_server, url)
-        _admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+        admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
 
 
 @pytest.mark.postgresql

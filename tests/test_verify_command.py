@@ -30,9 +30,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
-from tests.conftest import PROJECT, _admin_execute
-from tests.states import BASELINE, HEAD, SECOND
+from tests.support.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
+from tests.support.project import PROJECT
+from tests.support.server import admin_execute, scratch_databases
+from tests.support.states import BASELINE, HEAD, SECOND
 
 SCRATCH_PREFIX = "migsupport_scratch_"
 SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}[0-9a-f]{{16}}")
@@ -61,7 +62,7 @@ TITLES = {
 REGENERATE = "regenerate it with `manage.py alembic_verify --update-ledger`"
 STEP_TRACE = (
     f"revision {ADDED}'s downgrade does not leave the schema of {HEAD}: "
-    "table material_detection_jobs: unexpected column priority"
+    "column material_detection_jobs.priority is unexpected"
 )
 
 # Every check passing, as the human-readable output prints it; SCRATCH is the
@@ -270,20 +271,6 @@ JOBS = {
 }
 
 
-def scratch_databases(server: URL) -> set[str]:
-    engine = sa.create_engine(server, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            return set(
-                connection.execute(
-                    sa.text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
-                    {"prefix": f"{SCRATCH_PREFIX}%"},
-                ).scalars()
-            )
-    finally:
-        engine.dispose()
-
-
 class Runs:
     """The jobs of a dialect, started together the first time one is asked for."""
 
@@ -340,7 +327,7 @@ class Runs:
         kept = self.outcomes.get("pg_keep")
         if kept is not None:
             for name in set(SCRATCH_NAME.findall(kept.result.stdout)):
-                _admin_execute(self.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                admin_execute(self.server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +384,14 @@ def test_json_report_on_postgresql(runs: Runs, pg_server: URL) -> None:
     assert outcome.result.returncode == 0, outcome.result.stderr
     assert outcome.result.stderr == ""
     report = outcome.report
-    assert list(report) == ["passed", "dialect", "scratch", "ledger_written", "checks"]
+    assert list(report) == [
+        "database", "url", "direct", "passed", "dialect", "scratch", "ledger_written", "checks",
+    ]  # fmt: skip
+    assert (report["database"], report["url"], report["direct"]) == (
+        "default",
+        shown(pg_server),
+        False,
+    )
     assert report["passed"] is True
     assert report["dialect"] == "postgresql"
     assert SCRATCH_NAME.fullmatch(sa.make_url(report["scratch"]).database)
@@ -465,8 +459,8 @@ def test_model_field_without_migration(runs: Runs, pg_server: URL) -> None:
     at = expected.index("  models equal the DDL at head: passed")
     expected[at : at + 1] = [
         "  models equal the DDL at head: FAILED",
-        "    - materials.MaterialDetectionJob.priority: no migration creates column "
-        "material_detection_jobs.priority",
+        "    - materials.MaterialDetectionJob.priority: "
+        "column material_detection_jobs.priority is missing",
     ]
     assert lines(outcome.result.stdout) == expected
     assert outcome.result.stderr == "Verification failed: models equal the DDL at head.\n"
@@ -637,7 +631,7 @@ def test_keep_keeps_the_scratch_database(runs: Runs, pg_server: URL) -> None:
         finally:
             engine.dispose()
     finally:
-        _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     assert name not in scratch_databases(pg_server)
 
 
@@ -674,7 +668,7 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
             process.kill()
             process.communicate()
         if scratch is not None:
-            _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
         admin.dispose()
     # Interrupted while the added revision sleeps, the first time it is applied.
     assert process.returncode == 130
@@ -694,17 +688,17 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
 @pytest.mark.postgresql
 def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
     role, password = "verify_nocreatedb", "x-Pass-1"
-    _admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
-    _admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     try:
-        _admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
+        admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
         url = pg_server.set(username=role, password=password)
         before = scratch_databases(pg_server)
         process = subprocess.Popen(**command(PROJECT, tmp_path / "tmp", url))
         stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
     finally:
-        _admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
-        _admin_execute(pg_server, f"DROP ROLE {role}")
+        admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
+        admin_execute(pg_server, f"DROP ROLE {role}")
     assert process.returncode == 1
     server = shown(url.set(database=None))
     assert stderr == (

@@ -22,27 +22,31 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Each is built concurrently, outside the revision's transaction, so that the
+    # detection pipeline keeps inserting while a large table is indexed.
     ops.create_index_if_missing(
-        "ix_detected_materials_created_at", "detected_materials", ["created_at"]
+        "ix_detected_materials_created_at", "detected_materials", ["created_at"], concurrently=True
     )
     ops.create_index_if_missing(
-        "ix_detected_materials_category", "detected_materials", ["category"]
+        "ix_detected_materials_category", "detected_materials", ["category"], concurrently=True
     )
     ops.create_index_if_missing(
-        "ix_detected_materials_confidence", "detected_materials", ["confidence"]
+        "ix_detected_materials_confidence", "detected_materials", ["confidence"], concurrently=True
     )
     ops.create_index_if_missing(
         "ix_detected_materials_material_name_pattern",
         "detected_materials",
         ["material_name"],
         postgresql_ops={"material_name": "varchar_pattern_ops"},
+        concurrently=True,
     )
 
 
 def downgrade() -> None:
-    ops.drop_index_if_present(
-        "ix_detected_materials_material_name_pattern", table="detected_materials"
-    )
-    ops.drop_index_if_present("ix_detected_materials_confidence", table="detected_materials")
-    ops.drop_index_if_present("ix_detected_materials_category", table="detected_materials")
-    ops.drop_index_if_present("ix_detected_materials_created_at", table="detected_materials")
+    for name in (
+        "ix_detected_materials_material_name_pattern",
+        "ix_detected_materials_confidence",
+        "ix_detected_materials_category",
+        "ix_detected_materials_created_at",
+    ):
+        ops.drop_index_if_present(name, table="detected_materials", concurrently=True)

@@ -24,8 +24,12 @@ def upgrade() -> None:
     ops.add_column_if_missing(
         "material_detection_jobs", sa.Column("model_version", sa.String(64), nullable=True)
     )
+    # Built concurrently, outside the revision's transaction: writers keep writing.
     ops.create_index_if_missing(
-        "ix_detected_materials_job_id_confidence", "detected_materials", ["job_id", "confidence"]
+        "ix_detected_materials_job_id_confidence",
+        "detected_materials",
+        ["job_id", "confidence"],
+        concurrently=True,
     )
 
 
@@ -35,5 +39,7 @@ def downgrade() -> None:
     ops.drop_enum_value_if_present(
         "jobstatus", "CANCELLED", columns=[("material_detection_jobs", "status")]
     )
-    ops.drop_index_if_present("ix_detected_materials_job_id_confidence", table="detected_materials")
+    ops.drop_index_if_present(
+        "ix_detected_materials_job_id_confidence", table="detected_materials", concurrently=True
+    )
     ops.drop_column_if_present("material_detection_jobs", "model_version")

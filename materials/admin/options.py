@@ -97,7 +97,10 @@ class DetectedMaterialAdmin(ScalableAdmin):
     # Implemented by get_search_results: a prefix match on the name (case
     # sensitive, as the index serves it), and an exact match on the job's UUID.
     search_fields = ("^material_name", "=job__id")
-    search_help_text = "The start of a material name (case sensitive), or a job's exact UUID."
+    search_help_text = (
+        "The start of a material name (case sensitive on PostgreSQL, not on SQLite), "
+        "or a job's exact UUID."
+    )
     list_select_related = ("job",)
     fields = (
         "id",

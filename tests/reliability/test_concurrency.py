@@ -13,9 +13,7 @@ left behind.
 
 from __future__ import annotations
 
-import json
 import random
-import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,11 +21,12 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.engine import URL, Engine
 
-from tests.catalog import catalog
-from tests.commands import shown, spawn, wait_for
-from tests.reliability.conftest import advisory_locks, command_sessions, production_database
-from tests.rows import data_checksums
-from tests.states import (
+from tests.support.catalog import catalog
+from tests.support.commands import shown, spawn, wait_for
+from tests.support.deploys import TIMED_OUT, WAITING, Deploy, work_done
+from tests.support.rows import data_checksums, production_database
+from tests.support.sessions import advisory_locks, command_sessions
+from tests.support.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
     APPLY_SECOND,
@@ -47,26 +46,6 @@ NO_ROWS = {
     "material_detection_jobs": (0, "d41d8cd98f00b204e9800998ecf8427e"),
     "detected_materials": (0, "d41d8cd98f00b204e9800998ecf8427e"),
 }
-
-
-@dataclass(frozen=True)
-class Deploy:
-    """One process of a round: its arguments, and what it printed."""
-
-    args: tuple[str, ...]
-    result: subprocess.CompletedProcess
-
-    @property
-    def mode(self) -> str:
-        if self.args[0] != "alembic_upgrade":
-            return self.args[0]
-        if "--json" in self.args:
-            return "json"
-        if "--lock-timeout" in self.args:
-            return "timeout"
-        if "--plan" in self.args:
-            return "plan"
-        return "plain"
 
 
 def modes(rng: random.Random) -> list[tuple[str, ...]]:
@@ -98,38 +77,6 @@ def race(url: URL, commands: list[tuple[str, ...]]) -> list[Deploy]:
             Deploy(args, subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
         )
     return done
-
-
-WAITING = re.compile(
-    r"Waiting for the deploy lock: PostgreSQL advisory lock -?\d+ \(.*\) is held by .*"
-)
-TIMED_OUT = re.compile(
-    r"CommandError: timed out after \d+\.\ds waiting for the deploy lock "
-    # The holder is named unless it let go in the moment between the last try and the look.
-    r"\(PostgreSQL advisory lock -?\d+ \(alembic_version:default\)\)(; held by .*)?; nothing was "
-    r"changed\. Retry when the other deploy has finished, or raise --lock-timeout\n"
-)
-
-
-def work_done(deploy: Deploy) -> tuple[str, ...]:
-    """Return what ``deploy`` changed: ("baseline", rev), the revisions applied, or ()."""
-    result = deploy.result
-    if deploy.mode == "json":
-        summary = json.loads(result.stdout)
-        assert summary["after"] == HEAD, summary
-        applied = tuple(item["revision"] for item in summary["applied"])
-        if summary["baseline"]:
-            return ("baseline", summary["baseline"], *applied)
-        return applied
-    lines = [line for line in result.stdout.splitlines() if not WAITING.fullmatch(line)]
-    done: list[str] = []
-    for line in lines:
-        if line.startswith("  Baselined at "):
-            done += ["baseline", line.split()[2].rstrip(":")]
-        elif line.startswith("  Applying "):
-            assert line.endswith("... OK"), lines
-            done.append(line.split()[1])
-    return tuple(done)
 
 
 def assert_round(

@@ -43,23 +43,24 @@ from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
 from migsupport.scratch import KEPT_COMMENT, claim_key
 from migsupport.scratch import PREFIX as SCRATCH_PREFIX
-from tests.catalog import catalog
-from tests.commands import manage, shown, spawn, wait_for
-from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
-from tests.migrate import run
-from tests.reliability.conftest import (
-    REVISIONS,
-    advisory_locks,
-    production_database,
-    upgrade_sessions,
+from tests.support.catalog import catalog
+from tests.support.commands import manage, shown, spawn, wait_for
+from tests.support.migrate import run
+from tests.support.rows import data_checksums, production_database, seed_sql
+from tests.support.server import (
+    admin_execute,
+    create_pg_database,
+    drop_pg_database,
+    scratch_databases,
 )
-from tests.rows import data_checksums, seed_sql
-from tests.states import (
+from tests.support.sessions import PG_LOCK_NAME, advisory_locks, upgrade_sessions
+from tests.support.states import (
     APPLY_BASELINE,
     APPLY_HEAD,
     APPLY_SECOND,
     BASELINE,
     HEAD,
+    REVISIONS,
     SECOND,
     ProjectCopy,
     add_revision,
@@ -68,8 +69,6 @@ from tests.states import (
     scalar,
     versions,
 )
-from tests.test_upgrade_command import PG_LOCK_NAME
-from tests.test_verify_command import scratch_databases
 
 SLEEP_SECONDS = 3
 # Sleeps at the end of the head revision, after its indexes are built, only
@@ -506,7 +505,7 @@ def test_a_killed_verifys_scratch_database_is_dropped_by_the_next_run(
             process.kill()
             process.communicate()
         if scratch is not None:
-            _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 def test_a_running_verifys_scratch_database_survives_another_verify(
@@ -534,7 +533,7 @@ def test_a_running_verifys_scratch_database_survives_another_verify(
             first.kill()
             first.communicate()
         if scratch is not None:
-            _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 # -- "OK" means committed ---------------------------------------------------------------------
@@ -584,14 +583,14 @@ def test_a_revision_printed_ok_is_committed_even_when_its_commit_is_slow(
 def createdb_role(pg_server: URL) -> Iterator[URL]:
     """Return the server's URL as a new role with CREATEDB but not superuser; drop it after."""
     role = f"migsupport_test_createdb_{uuid.uuid4().hex[:8]}"
-    _admin_execute(pg_server, f"CREATE ROLE {role} LOGIN CREATEDB")
-    _admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
+    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN CREATEDB")
+    admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
     try:
         yield pg_server.set(username=role)
     finally:
-        _admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
-        _admin_execute(pg_server, f"DROP OWNED BY {role}")
-        _admin_execute(pg_server, f"DROP ROLE {role}")
+        admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
+        admin_execute(pg_server, f"DROP OWNED BY {role}")
+        admin_execute(pg_server, f"DROP ROLE {role}")
 
 
 def test_the_cleanup_leaves_kept_databases_and_those_it_may_not_drop(pg_server, createdb_role):
@@ -600,10 +599,10 @@ def test_the_cleanup_leaves_kept_databases_and_those_it_may_not_drop(pg_server, 
     try:
         # Abandoned (nobody claims them): the role's own, the role's kept one, the superuser's.
         for what, name in names.items():
-            _admin_execute(pg_server, f'CREATE DATABASE "{name}"')
+            admin_execute(pg_server, f'CREATE DATABASE "{name}"')
             if what != "other":
-                _admin_execute(pg_server, f'ALTER DATABASE "{name}" OWNER TO {role}')
-        _admin_execute(pg_server, f"COMMENT ON DATABASE \"{names['kept']}\" IS '{KEPT_COMMENT}'")
+                admin_execute(pg_server, f'ALTER DATABASE "{name}" OWNER TO {role}')
+        admin_execute(pg_server, f"COMMENT ON DATABASE \"{names['kept']}\" IS '{KEPT_COMMENT}'")
 
         result = manage("alembic_verify", database_url=createdb_role)
 
@@ -613,4 +612,4 @@ def test_the_cleanup_leaves_kept_databases_and_those_it_may_not_drop(pg_server, 
         assert {names["kept"], names["other"]} <= left
     finally:
         for name in names.values():
-            _admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -30,24 +30,22 @@ from sqlalchemy.engine import URL
 
 from migsupport.engine import create_engine
 from migsupport.locking import advisory_key
-from tests.commands import shown, spawn
-from tests.conftest import _admin_execute, create_pg_database, drop_pg_database
-from tests.reliability.conftest import SUPERUSER_PASSWORD, _free_port, server_log
-from tests.rows import seed_sql
-from tests.states import (
+from tests.support.cluster import SUPERUSER_PASSWORD, free_port, server_log
+from tests.support.commands import shown, spawn
+from tests.support.rows import seed_sql
+from tests.support.server import admin_execute, create_pg_database, drop_pg_database
+from tests.support.states import (
     BASELINE,
+    FAILING_BODY,
     HEAD,
+    THIRD,
     ProjectCopy,
     add_revision,
     edit_script,
     execute,
+    insert_job_with_duplicate_materials,
     project_copy,
     reach,
-)
-from tests.test_upgrade_command import (
-    FAILING_BODY,
-    THIRD,
-    insert_job_with_duplicate_materials,
     write_third_revision,
 )
 
@@ -306,17 +304,17 @@ def create_role(server: URL, setup: Setup, password: str, *, createdb: bool) -> 
     role = f"migsupport_test_{setup.kind}_{uuid.uuid4().hex[:8]}"
     verifier = scram_verifier(server, role, password)
     rights = "CREATEDB" if createdb else "NOCREATEDB"
-    _admin_execute(server, f"CREATE ROLE {role} LOGIN {rights} PASSWORD '{verifier}'")
+    admin_execute(server, f"CREATE ROLE {role} LOGIN {rights} PASSWORD '{verifier}'")
     setup.roles.append(role)
     # Every statement of the role goes to the server's log.
-    _admin_execute(server, f"ALTER ROLE {role} SET log_statement = 'all'")
+    admin_execute(server, f"ALTER ROLE {role} SET log_statement = 'all'")
     return role
 
 
 def owned_database(server: URL, setup: Setup, role: str, password: str) -> URL:
     url = create_pg_database(server)
     setup.databases.append(url)
-    _admin_execute(server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
+    admin_execute(server, f'ALTER DATABASE "{url.database}" OWNER TO {role}')
     return url.set(username=role, password=password)
 
 
@@ -355,7 +353,7 @@ def prepare(server: URL, setup: Setup, folder: Path) -> None:
     main = setup.urls["main"]
     setup.urls["wrong_password"] = main.set(password=f"Wr0ng-{password}")
     setup.urls["missing"] = main.set(database="migsupport_test_no_such_database")
-    setup.urls["unreachable"] = main.set(port=_free_port())
+    setup.urls["unreachable"] = main.set(port=free_port())
     setup.raw_urls["unencoded"] = (
         f"postgresql://{main.username}:{password}@127.0.0.1:{main.port}/{main.database}"
     )
@@ -397,9 +395,9 @@ def clean_up(server: URL, setup: Setup) -> None:
     finally:
         engine.dispose()
     for name in left:
-        _admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     for role in setup.roles:
-        _admin_execute(server, f"DROP ROLE IF EXISTS {role}")
+        admin_execute(server, f"DROP ROLE IF EXISTS {role}")
 
 
 # -- running -------------------------------------------------------------------------------

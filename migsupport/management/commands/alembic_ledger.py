@@ -53,6 +53,10 @@ class Command(MigsupportCommand):
 
     def _progress(self, event: str, data: dict[str, Any]) -> None:
         if event == "replay_start" and self.verbosity >= 1:
-            self.stdout.write(self.style.MIGRATE_HEADING(f"Replaying on {data['dialect']}:"))
+            # A server dialect replays on a scratch database beside the alias's (direct) URL.
+            beside = f", beside {data['url']}" if data["dialect"] != "sqlite" else ""
+            self.stdout.write(
+                self.style.MIGRATE_HEADING(f"Replaying on {data['dialect']}{beside}:")
+            )
         elif event == "replay_revision" and self.verbosity >= 1:
             self.stdout.write(f"  {data['revision']}")

@@ -34,10 +34,7 @@ class Command(MigsupportCommand):
             dest="interactive",
             help="Do not prompt for confirmation of --force.",
         )
-        parser.add_argument(
-            "--lock-timeout", type=float, default=300.0, metavar="SECONDS",
-            help="How long to wait for the deploy lock (default: 300).",
-        )  # fmt: skip
+        self.add_lock_timeout_argument(parser)
 
     def run(self, *args: Any, **options: Any) -> None:
         database, revision = options["database"], options["revision"]
@@ -70,6 +67,7 @@ class Command(MigsupportCommand):
 
     def _render(self, result: api.StampResult, *, force: bool) -> None:
         current = result.current or "no version"
+        self.write_unowned(result.unowned, self.stderr)
         if not result.stamped and not result.dry_run:
             self.stdout.write(f"{result.url} is already stamped at {result.target}; nothing to do.")
             if result.differences:

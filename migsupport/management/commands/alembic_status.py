@@ -69,7 +69,10 @@ class Command(MigsupportCommand):
         state_style = style.SUCCESS if report.state == UP_TO_DATE else (
             style.WARNING if ok else style.ERROR
         )  # fmt: skip
-        self.stdout.write(style.MIGRATE_HEADING(f"Database {result.database}: {result.url}"))
+        direct = " (direct)" if result.direct else ""
+        self.stdout.write(
+            style.MIGRATE_HEADING(f"Database {result.database}: {result.url}{direct}")
+        )
         self.stdout.write(f"  State:    {state_style(report.state)}")
         self.stdout.write(f"  Current:  {report.current or '(none)'}")
         self.stdout.write(f"  Head:     {report.head or '(none)'}")
@@ -98,9 +101,12 @@ class Command(MigsupportCommand):
         else:
             summary, hint = _SUMMARY[report.state], _HINT.get(report.state)
         self.stdout.write(f"  {summary}")
+        if report.reason:
+            self.stdout.write(f"  {report.reason}")
         if report.differences:
             self.stdout.write(style.MIGRATE_HEADING("Differences:"))
             for difference in report.differences:
                 self.stdout.write(f"  - {difference}")
+        self.write_unowned(report.unowned, self.stdout)
         if hint and self.verbosity >= 1:
             self.stdout.write(style.NOTICE(hint))

@@ -33,13 +33,7 @@ class Command(MigsupportCommand):
             action="store_true",
             help="Refuse an unversioned database instead of baselining it.",
         )
-        parser.add_argument(
-            "--lock-timeout",
-            type=float,
-            default=300.0,
-            metavar="SECONDS",
-            help="How long to wait for the deploy lock (default: 300).",
-        )
+        self.add_lock_timeout_argument(parser)
         parser.add_argument(
             "--backup-dir",
             type=Path,
@@ -80,6 +74,8 @@ class Command(MigsupportCommand):
         elif event == "state":
             report = data["report"]
             self._say(style.MIGRATE_HEADING(f"State: {report.state}"), 2)
+            if self.verbosity >= 1:
+                self.write_unowned(report.unowned, self.stdout)
         elif event == "backup":
             self._say(f"  Backup written to {data['path']}")
         elif event == "baseline":
@@ -98,9 +94,13 @@ class Command(MigsupportCommand):
             self.stdout.write(style.SUCCESS(" OK") + timing)
 
     def _render_plan(self, result: api.UpgradeResult) -> None:
-        self.stdout.write(self.style.MIGRATE_HEADING(f"Plan for {result.database}: {result.url}"))
+        direct = " (direct)" if result.direct else ""
+        self.stdout.write(
+            self.style.MIGRATE_HEADING(f"Plan for {result.database}: {result.url}{direct}")
+        )
         self.stdout.write(f"  State:    {result.state.state}")
         self.stdout.write(f"  Current:  {result.state.current or '(none)'}")
+        self.write_unowned(result.state.unowned, self.stdout)
         if result.baseline:
             self.stdout.write(
                 f"  Baseline: {result.baseline} (the live schema equals that revision)"

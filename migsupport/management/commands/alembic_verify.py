@@ -44,7 +44,9 @@ class Command(MigsupportCommand):
             progress=None if self.json else self._progress,
         )
         if self.json:
-            self.stdout.write(json.dumps(report.to_dict(), indent=2))
+            where = api.command_target(options["database"])
+            summary = {"database": options["database"], **where.to_dict(), **report.to_dict()}
+            self.stdout.write(json.dumps(summary, indent=2))
         else:
             self._summary(report)
         if not report.passed:

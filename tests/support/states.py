@@ -1,9 +1,9 @@
-"""Databases in each state of DESIGN.md, reached for real, and copies of the project's scripts.
+"""Databases in every state ``migsupport.state`` knows, reached for real; copies of the scripts.
 
 Every state is built the way it happens in the field: the migrations run
-(unguarded, through ``tests.migrate``), the deployed DDL loaded, an index
+(unguarded, through ``tests.support.migrate``), the deployed DDL loaded, an index
 dropped by hand, ``alembic_version`` removed or edited. Commands run in
-subprocesses exactly as a deploy runs them (``tests.commands``); ``Batch``
+subprocesses exactly as a deploy runs them (``tests.support.commands``); ``Batch``
 runs many of them at once, one database each.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import textwrap
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -23,11 +25,11 @@ from alembic.config import Config
 from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
-from tests.catalog import catalog
-from tests.commands import spawn
-from tests.conftest import PROJECT, _server_url, create_pg_database, drop_pg_database
-from tests.migrate import run
-from tests.test_production_schema import load_production_schema
+from tests.support.catalog import catalog
+from tests.support.commands import spawn
+from tests.support.migrate import run
+from tests.support.project import PROJECT, load_production_schema
+from tests.support.server import create_pg_database, drop_pg_database, server_url
 
 BASELINE = "b662310f1380"
 SECOND = "7c1d2e3f4a5b"
@@ -37,6 +39,8 @@ BRANCH = "aaaa00000001"
 MERGE = "bbbb00000002"
 DRIFT_INDEX = "ix_detected_materials_material_name"
 DOMAIN_TABLES = ("detected_materials", "material_detection_jobs")
+# The revisions in order; None is the empty database before the first.
+REVISIONS = (None, BASELINE, SECOND, HEAD)
 
 APPLY_BASELINE = "  Applying b662310f1380 (Baseline: the deployed schema.)... OK"
 APPLY_SECOND = (
@@ -79,20 +83,20 @@ DRIFTS = {
     ),
     "changed_length": (
         "ALTER TABLE detected_materials ALTER COLUMN material_name TYPE VARCHAR(50)",
-        "column detected_materials.material_name: VARCHAR(50), expected VARCHAR(100)",
+        "column detected_materials.material_name is VARCHAR(50), expected VARCHAR(100)",
     ),
     "nullability": (
         "ALTER TABLE detected_materials ALTER COLUMN category SET NOT NULL",
-        "column detected_materials.category: NOT NULL, expected NULL",
+        "column detected_materials.category is NOT NULL, expected NULL",
     ),
     "enum_label": (
         "ALTER TYPE jobstatus ADD VALUE 'ARCHIVED'",
-        "enum jobstatus: labels PENDING,PROCESSING,COMPLETED,FAILED,ARCHIVED, "
-        "expected PENDING,PROCESSING,COMPLETED,FAILED",
+        "enum jobstatus: labels are (PENDING, PROCESSING, COMPLETED, FAILED, ARCHIVED), "
+        "expected (PENDING, PROCESSING, COMPLETED, FAILED)",
     ),
     "extra_column": (
         "ALTER TABLE material_detection_jobs ADD COLUMN priority INTEGER",
-        "table material_detection_jobs: unexpected column priority",
+        "column material_detection_jobs.priority is unexpected",
     ),
     "missing_table": (
         "DROP TABLE detected_materials",
@@ -304,6 +308,75 @@ def add_branch(copy: ProjectCopy) -> None:
     )
 
 
+# A third revision over the head, written into a copy: a column, then ``body``.
+THIRD = "9e8d7c6b5a40"
+THIRD_DOC = "Verified materials."
+THIRD_TEMPLATE = '''\
+"""{doc}
+
+Revision ID: {revision}
+Revises: {down}
+Create Date: 2026-12-01 00:00:00
+"""
+
+import sqlalchemy as sa
+
+from alembic import op
+from migsupport import ops
+
+revision = "{revision}"
+down_revision = "{down}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    ops.add_column_if_missing(
+        "detected_materials", sa.Column("verified", sa.Boolean(), nullable=True)
+    )
+{body}
+
+def downgrade():
+    ops.drop_column_if_present("detected_materials", "verified")
+'''
+
+# The unique index is fine on an empty database (so the replay on a scratch
+# database passes, as CI would) and fails on this one's duplicate rows.
+FAILING_BODY = (
+    'op.create_index("ux_detected_materials_job_material", "detected_materials",\n'
+    '                ["job_id", "material_name"], unique=True)\n'
+)
+FIXED_BODY = (
+    'op.create_index("ix_detected_materials_job_material", "detected_materials",\n'
+    '                ["job_id", "material_name"])\n'
+)
+
+
+def write_third_revision(copy: ProjectCopy, body: str, revision: str = THIRD) -> None:
+    """Write revision ``THIRD`` over the head into the copy, its upgrade ending in ``body``."""
+    (copy.versions / f"{revision}_verified_materials.py").write_text(
+        THIRD_TEMPLATE.format(
+            doc=THIRD_DOC, revision=revision, down=HEAD, body=textwrap.indent(body, "    ")
+        )
+    )
+
+
+def insert_job_with_duplicate_materials(engine: Engine) -> None:
+    """Insert a job with two materials of the same name, on which ``FAILING_BODY`` fails."""
+    job = uuid.UUID(int=1)
+    hexes = {"job": job.hex, "a": uuid.UUID(int=2).hex, "b": uuid.UUID(int=3).hex}
+    if engine.dialect.name == "postgresql":
+        hexes = {k: str(uuid.UUID(v)) for k, v in hexes.items()}
+    execute(
+        engine,
+        "INSERT INTO material_detection_jobs (id, image_url, status) "
+        f"VALUES ('{hexes['job']}', 'https://img/1.jpg', 'COMPLETED')",
+        "INSERT INTO detected_materials (id, job_id, material_name, confidence) VALUES "
+        f"('{hexes['a']}', '{hexes['job']}', 'steel', 0.9), "
+        f"('{hexes['b']}', '{hexes['job']}', 'steel', 0.8)",
+    )
+
+
 # -- the head's catalog, and commands run in a batch ----------------------------------------
 
 
@@ -319,7 +392,7 @@ class HeadCatalogs:
         dialect = engine.dialect.name
         if dialect not in self.cache:
             if dialect == "postgresql":
-                self.pg_url = url = create_pg_database(_server_url())
+                self.pg_url = url = create_pg_database(server_url())
             else:
                 url = URL.create("sqlite", database=str(self.folder / "head.sqlite3"))
             fresh = create_engine(url)
@@ -332,7 +405,7 @@ class HeadCatalogs:
 
     def close(self) -> None:
         if self.pg_url is not None:
-            drop_pg_database(_server_url(), self.pg_url)
+            drop_pg_database(server_url(), self.pg_url)
 
 
 @dataclass(frozen=True)
@@ -403,7 +476,7 @@ class Batch:
 
     def _new_url(self, dialect: str, name: str) -> URL:
         if dialect == "postgresql":
-            url = create_pg_database(_server_url())
+            url = create_pg_database(server_url())
             self.pg_urls.append(url)
             return url
         return URL.create("sqlite", database=str(self.folder / f"{name}.sqlite3"))
@@ -434,4 +507,4 @@ class Batch:
         for done in self.runs.values():
             done.engine.dispose()
         for url in self.pg_urls:
-            drop_pg_database(_server_url(), url)
+            drop_pg_database(server_url(), url)

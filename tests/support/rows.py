@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from tests.support.project import load_production_schema
+from tests.support.states import execute
+
 # The columns of the deployed schema.
 DEPLOYED_COLUMNS = {
     "material_detection_jobs": (
@@ -59,3 +62,10 @@ def data_checksums(engine: Engine) -> dict[str, tuple[int, str]]:
             )
             for table, columns in DEPLOYED_COLUMNS.items()
         }
+
+
+def production_database(engine: Engine, materials: int = 100_000, jobs: int = 2_000) -> None:
+    """Load the deployed schema, unversioned, with ``materials`` rows over ``jobs`` jobs."""
+    load_production_schema(engine)
+    execute(engine, *seed_sql(jobs=jobs, materials=materials))
+    execute(engine, "ANALYZE")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from tests.commands import command_environ, wait_for
-from tests.conftest import PROJECT
+from tests.support.commands import command_environ, wait_for
+from tests.support.project import PROJECT
 
 GUNICORN = Path(sys.executable).with_name("gunicorn")
 # The production settings of the README, for a server at 127.0.0.1.

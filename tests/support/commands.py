@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from tests.conftest import PROJECT
+from tests.support.project import PROJECT
 
 COMMAND_TIMEOUT = 300
 

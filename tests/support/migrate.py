@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import command
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Engine
 
-from migsupport.api import alembic_config, current_heads
+from migsupport.api import alembic_config
 
 
 def run(engine: Engine, action: str, revision: str) -> tuple[str, ...]:
@@ -13,6 +14,6 @@ def run(engine: Engine, action: str, revision: str) -> tuple[str, ...]:
     with engine.connect() as connection:
         getattr(command, action)(alembic_config(connection=connection), revision)
         connection.commit()
-        heads = current_heads(connection)
+        heads = tuple(MigrationContext.configure(connection).get_current_heads())
         connection.rollback()
     return heads
