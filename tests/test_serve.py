@@ -216,6 +216,8 @@ def test_health_answers_200_only_while_the_database_is_up_to_date(database_url: 
     for text in (empty.text, up_to_date.text, drifted.text, as_json.text):
         assert_nothing_secret(text, url)
     assert PASSWORD not in output
+    # A failing probe is no error of the server's: no traceback in its log.
+    assert "Traceback" not in output
 
 
 def test_health_keeps_the_state_for_the_cache_interval(sqlite_url: URL) -> None:
@@ -247,6 +249,11 @@ def test_health_of_an_unreachable_database_names_no_url(pg_server: URL) -> None:
     )
     assert_nothing_secret(response.text, closed)
     assert PASSWORD not in output
+    # Why, in one line of the server's log, the URL masked.
+    assert "Readiness of database 'default': postgresql://postgres:***@127.0.0.1:1/materials: " in (
+        output
+    )
+    assert "Traceback" not in output
 
 
 def test_the_probe_is_not_redirected_to_https(sqlite_url: URL) -> None:
