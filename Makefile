@@ -14,6 +14,12 @@ export TEST_DATABASE_URL
 DEMO_ADDR ?= 127.0.0.1:8000
 # Where `make serve` listens; 0.0.0.0:8000 in a container.
 SERVE_ADDR ?= 127.0.0.1:8000
+# Test workers (pytest-xdist). Tests that share a module's databases, and the
+# concurrency rounds, stay together on one worker (--dist loadgroup).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+# More pytest options for both passes, e.g. PYTEST_ARGS="--concurrency-rounds 1".
+PYTEST_ARGS ?=
 
 .PHONY: install demo serve test verify lint
 
@@ -41,9 +47,9 @@ serve: $(INSTALLED)
 # databases), then the tests that use Django's own test database once more,
 # on PostgreSQL.
 test: $(INSTALLED)
-	$(BIN)/pytest
+	$(PYTEST) $(PYTEST_ARGS)
 	@if reason=$$($(BIN)/python -m tests.support.server 2>&1); then \
-		DATABASE_URL="$$TEST_DATABASE_URL" $(BIN)/pytest -m django_db; \
+		DATABASE_URL="$$TEST_DATABASE_URL" $(PYTEST) -m django_db $(PYTEST_ARGS); \
 	elif [ "$$CI" = "true" ]; then \
 		echo "CI=true but $$reason" >&2; exit 1; \
 	else \

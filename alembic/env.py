@@ -67,7 +67,8 @@ def _options(dialect_name: str) -> dict:
 
 def run_migrations_offline() -> None:
     """Emit the migration SQL for review, without a database connection."""
-    url = command_target(alias).url
+    # A caller may ask for another dialect's script (the lock-safety lint reads PostgreSQL's).
+    url = sa.make_url(config.attributes.get("offline_url") or command_target(alias).url)
     context.configure(
         url=url,
         literal_binds=True,

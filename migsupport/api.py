@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +26,39 @@ from migsupport.bridge import django_table_names, ownership
 from migsupport.deploy import BASE, UpgradePlan, plan_stamp, plan_upgrade, resolve_revision
 from migsupport.differences import Difference, ObjectRef
 from migsupport.engine import Target, command_engine, command_target, error_line, safe_url
-from migsupport.exceptions import MigsupportError, SchemaDrift
-from migsupport.history import load_scripts, migrate, replay_schemas
+from migsupport.events import (
+    BackupWritten,
+    Baselined,
+    LockAcquired,
+    LockWaiting,
+    Progress,
+    ReplayStarted,
+    RevisionReplayed,
+    StateKnown,
+    emit,
+)
+from migsupport.exceptions import DatabaseUnavailable, MigrationFailed, SchemaDrift
+from migsupport.executor import AppliedRevision, Executor, offline_sql
+from migsupport.history import load_scripts, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
 from migsupport.locking import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from migsupport.locking import deploy_lock
+from migsupport.locks import Step, plan_steps
+from migsupport.repair import (
+    BUILD,
+    CHANGE,
+    VALIDATE,
+    RepairFailed,
+    RepairPlan,
+    RepairRefused,
+    check_transaction,
+    plan_repair,
+    refusal,
+)
+from migsupport.repair import Step as RepairStep
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 from migsupport.state import (
+    EMPTY,
     StateReport,
     classify,
     known_schemas,
@@ -43,28 +67,9 @@ from migsupport.state import (
     refuse_if_elsewhere,
     single_head,
 )
+from migsupport.timeouts import Timeouts
 from migsupport.verify import VerifyReport
 from migsupport.verify import verify as run_verification
-
-Progress = Callable[[str, dict[str, Any]], None]
-
-
-class MigrationFailed(MigsupportError):
-    """Alembic refused or a revision failed; the message says which."""
-
-
-class DatabaseUnavailable(MigsupportError):
-    """The database could not be reached or refused the connection's user."""
-
-
-@dataclass(frozen=True)
-class AppliedRevision:
-    """One revision applied by an upgrade."""
-
-    revision: str
-    down_revision: str | None
-    doc: str
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class UpgradeResult:
     sql: str | None = None
     dry_run: bool = False
     direct: bool = False
+    steps: tuple[Step, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +106,7 @@ class UpgradeResult:
             "after": self.after,
             "backup": str(self.backup) if self.backup else None,
             "dry_run": self.dry_run,
+            "steps": [step.to_dict() for step in self.steps],
             "differences": [difference.to_dict() for difference in self.state.differences],
             "unowned": [obj.to_dict() for obj in self.state.unowned],
         }
@@ -280,11 +287,6 @@ def _database_error(exc: sa.exc.DBAPIError, url: sa.URL | None = None) -> str:
 # -- upgrade and stamp ---------------------------------------------------------
 
 
-def _emit(progress: Progress | None, event: str, **data: Any) -> None:
-    if progress is not None:
-        progress(event, data)
-
-
 def _prepare(
     database: str, revision: str, command_name: str
 ) -> tuple[_Knowledge, str, sa.Engine, Target]:
@@ -305,7 +307,7 @@ def _deploy_lock(
         connection,
         name=f"{conf.version_table()}:{database}",
         timeout=timeout,
-        on_wait=lambda holder: _emit(progress, "lock_wait", lock=holder),
+        on_wait=lambda holder: emit(progress, LockWaiting(lock=holder)),
     )
 
 
@@ -317,6 +319,7 @@ def upgrade(
     sql: bool = False,
     baseline: bool = True,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    timeouts: Timeouts | None = None,
     backup_dir: Path | None = None,
     progress: Progress | None = None,
 ) -> UpgradeResult:
@@ -326,9 +329,12 @@ def upgrade(
     stamp and the upgrade. An unversioned database whose schema equals a
     revision is baselined there first (unless ``baseline`` is false); a
     drifted, unknown or unmatched one is refused before anything changes.
-    Each revision runs in its own transaction, and the result is checked
-    against the target's schema. ``plan`` and ``sql`` change nothing.
+    Each revision runs in its own transaction, under ``timeouts`` (the DDL
+    lock timeout and the retry budget; default: the settings), and the
+    result is checked against the target's schema. ``lock_timeout`` is the
+    wait for the deploy lock. ``plan`` and ``sql`` change nothing.
     """
+    timeouts = timeouts or Timeouts.from_settings()
     knowledge, target, engine, where = _prepare(database, revision, "alembic_upgrade")
     url = safe_url(engine.url)
     with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
@@ -337,13 +343,32 @@ def upgrade(
             _read_one_snapshot(connection)
             decided, result = _decide(connection, knowledge, database, url, target, baseline)
             result = dataclasses.replace(result, dry_run=True, direct=where.direct)
+            if plan and connection.dialect.name == "postgresql" and decided.revisions:
+                steps = plan_steps(
+                    connection,
+                    _detached(knowledge.config),
+                    knowledge.scripts,
+                    decided.revisions,
+                    decided.start,
+                )
+                result = dataclasses.replace(result, steps=tuple(steps))
             if sql:
-                result = dataclasses.replace(result, sql=_offline_sql(database, decided))
+                result = dataclasses.replace(
+                    result, sql=offline_sql(alembic_config(database=database), decided)
+                )
             return result
         with _deploy_lock(connection, database, lock_timeout, progress):
-            _emit(progress, "lock_acquired")
+            emit(progress, LockAcquired())
             result = _guarded_upgrade(
-                connection, knowledge, database, url, target, baseline, backup_dir, progress
+                connection,
+                knowledge,
+                database,
+                url,
+                target,
+                baseline,
+                backup_dir,
+                timeouts,
+                progress,
             )
             return dataclasses.replace(result, direct=where.direct)
 
@@ -378,12 +403,13 @@ def _guarded_upgrade(
     target: str,
     baseline: bool,
     backup_dir: Path | None,
+    timeouts: Timeouts,
     progress: Progress | None,
 ) -> UpgradeResult:
     # Classified after the lock: another deploy may have finished meanwhile.
     decided, result = _decide(connection, knowledge, database, url, target, baseline)
     report = result.state
-    _emit(progress, "state", report=report)
+    emit(progress, StateKnown(report=report))
     if not decided.changes_anything:
         return result
     # The target's schema must be known before anything changes, so that the
@@ -393,12 +419,23 @@ def _guarded_upgrade(
     if backup_dir is not None:
         backup_path = backup(connection, Path(backup_dir), report.current)
         connection.rollback()
-        _emit(progress, "backup", path=backup_path)
-    if decided.baseline:
-        command.stamp(alembic_config(database=database, connection=connection), decided.baseline)
-        connection.commit()
-        _emit(progress, "baseline", revision=decided.baseline)
-    applied = _apply(connection, database, knowledge.scripts, decided, progress)
+        emit(progress, BackupWritten(path=backup_path))
+    executor = Executor(
+        connection,
+        knowledge.scripts,
+        lambda hook: alembic_config(
+            database=database, connection=connection, on_version_apply=hook
+        ),
+        timeouts=timeouts,
+        progress=progress,
+        expected=expected,
+        schema_now=lambda: owned_schema(connection, expected)[0],
+    )
+    with executor.timed():
+        if decided.baseline:
+            executor.stamp(decided.baseline, last=report.current or "base")
+            emit(progress, Baselined(revision=decided.baseline))
+        applied = executor.apply(decided.revisions, start=decided.start)
     after = recorded_versions(connection)
     differences = compare(owned_schema(connection, expected)[0], expected[target])
     connection.rollback()
@@ -409,105 +446,6 @@ def _guarded_upgrade(
             tuple(differences),
         )
     return dataclasses.replace(result, applied=tuple(applied), after=target, backup=backup_path)
-
-
-def _apply(
-    connection: sa.Connection,
-    database: str,
-    scripts: ScriptDirectory,
-    decided: UpgradePlan,
-    progress: Progress | None,
-) -> list[AppliedRevision]:
-    """Apply the planned revisions, one transaction each; name the one that fails.
-
-    A revision is reported applied only once its transaction has committed,
-    so whatever the output says is applied is in the database.
-    """
-    applied: list[AppliedRevision] = []
-    # Alembic calls this just before the revision's COMMIT.
-    committing = [False]
-
-    def on_version_apply(**_: Any) -> None:
-        committing[0] = True
-
-    config = alembic_config(
-        database=database, connection=connection, on_version_apply=on_version_apply
-    )
-    if connection.in_transaction():
-        connection.commit()  # each revision begins its own transaction
-    for revision in decided.revisions:
-        script = scripts.get_revision(revision)
-        _emit(progress, "apply_start", revision=script)
-        started = time.perf_counter()
-        committing[0] = False
-        try:
-            migrate(config, scripts, "upgrade", revision)
-            connection.commit()
-        except Exception as exc:
-            lost = _connection_lost(exc, connection)
-            # A dead connection cannot roll back; the server already has.
-            with contextlib.suppress(sa.exc.DBAPIError):
-                if connection.in_transaction():
-                    connection.rollback()
-            last = applied[-1].revision if applied else (decided.start or "base")
-            raise MigrationFailed(
-                _failure_message(exc, revision, last, lost=lost, committing=committing[0])
-            ) from exc
-        item = AppliedRevision(
-            revision=script.revision,
-            down_revision=script.down_revision,
-            doc=script.doc,
-            seconds=time.perf_counter() - started,
-        )
-        applied.append(item)
-        _emit(progress, "apply_success", revision=item)
-    return applied
-
-
-def _connection_lost(exc: BaseException, connection: sa.Connection) -> bool:
-    """Return whether ``exc`` means the connection to the server is gone."""
-    if not isinstance(exc, sa.exc.DBAPIError):
-        return False
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    # 57P0x: the server ended the session (pg_terminate_backend, shutdown);
-    # 08xxx: the connection failed.
-    return (
-        exc.connection_invalidated or connection.invalidated or sqlstate.startswith(("57P0", "08"))
-    )
-
-
-def _failure_message(
-    exc: BaseException, revision: str, last: str, *, lost: bool, committing: bool
-) -> str:
-    """Say which revision failed, where the database stands, and why."""
-    detail = error_line(exc)
-    if lost and committing:
-        # The COMMIT was sent; whether the server ran it is unknown.
-        return (
-            f"the connection to the database was lost while revision {revision} was being "
-            f"committed ({detail}); the database is at {last} or {revision}: rerun the "
-            "upgrade, which resumes from the revision the database records"
-        )
-    if lost:
-        detail = f"the connection to the database was lost ({detail})"
-    return f"revision {revision} failed and was rolled back; the database stays at {last}: {detail}"
-
-
-def _offline_sql(database: str, decided: UpgradePlan) -> str:
-    """Return the SQL of the plan, from Alembic's offline mode, for review."""
-    buffer = io.StringIO()
-    if not decided.changes_anything:
-        buffer.write(f"-- Nothing to do: the database is at {decided.target}; there is no SQL.\n")
-        return buffer.getvalue()
-    config = alembic_config(database=database)
-    config.output_buffer = buffer
-    if decided.baseline:
-        buffer.write(f"-- Baseline: the live schema equals {decided.baseline}; record it.\n")
-        command.stamp(config, decided.baseline, sql=True)
-    if decided.revisions:
-        start = decided.start
-        command.upgrade(config, f"{start}:{decided.target}" if start else decided.target, sql=True)
-    return buffer.getvalue()
 
 
 def stamp(
@@ -567,6 +505,212 @@ def stamp(
             return dataclasses.replace(result, stamped=True)
 
 
+# -- repair ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """What a repair found and planned, and whether it carried the plan out."""
+
+    database: str
+    url: str
+    plan: RepairPlan
+    repaired: bool = False
+    after: StateReport | None = None
+    backup: Path | None = None
+    dry_run: bool = False
+    sql: str | None = None
+    direct: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "url": self.url,
+            "direct": self.direct,
+            **self.plan.to_dict(),
+            "repaired": self.repaired,
+            "after": self.after.state if self.after is not None else None,
+            "backup": str(self.backup) if self.backup else None,
+            "dry_run": self.dry_run,
+        }
+
+
+def _plan_repair(
+    connection: sa.Connection,
+    knowledge: _Knowledge,
+    revision: str | None,
+    allow_behaviour_changes: bool,
+) -> RepairPlan:
+    report = knowledge.classify(connection)
+    schemas = knowledge.schemas(connection.dialect.name) if report.state != EMPTY else {}
+    live, _ = owned_schema(connection, schemas)
+    return plan_repair(
+        connection,
+        report,
+        live,
+        schemas,
+        revision=revision,
+        allow_behaviour_changes=allow_behaviour_changes,
+    )
+
+
+def repair(
+    revision: str | None = None,
+    *,
+    database: str = DEFAULT_DB_ALIAS,
+    plan: bool = False,
+    sql: bool = False,
+    backup_dir: Path | None = None,
+    allow_behaviour_changes: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    timeouts: Timeouts | None = None,
+    progress: Progress | None = None,
+) -> RepairResult:
+    """Converge a drifted or unmatched database to a revision by safe steps, proven.
+
+    The target is the recorded revision of a drifted database, or for an
+    unversioned one that matches nothing, ``revision`` or the nearest one.
+    If any fix needs a person, :class:`RepairRefused` is raised and nothing
+    changes. Otherwise, under the deploy lock and the DDL timeouts: the
+    concurrent builds, then one transaction proven against the target before
+    it commits, then the validations, then the proof again. A failed proof
+    rolls back what it can and drops what was built concurrently. ``plan``
+    and ``sql`` change nothing. Repair never records a version.
+    """
+    timeouts = timeouts or Timeouts.from_settings()
+    knowledge, _, engine, where = _prepare(database, "head", "alembic_repair")
+    target = resolve_revision(knowledge.scripts, revision) if revision else None
+    url = safe_url(engine.url)
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        if plan or sql:
+            _read_one_snapshot(connection)
+            decided = _plan_repair(connection, knowledge, target, allow_behaviour_changes)
+            return RepairResult(
+                database=database,
+                url=url,
+                plan=decided,
+                dry_run=True,
+                sql=decided.sql() if sql and decided.needed else None,
+                direct=where.direct,
+            )
+        with _deploy_lock(connection, database, lock_timeout, progress):
+            emit(progress, LockAcquired())
+            # Classified and planned again under the lock: another deploy may have run.
+            decided = _plan_repair(connection, knowledge, target, allow_behaviour_changes)
+            emit(progress, StateKnown(report=decided.report))
+            result = RepairResult(database=database, url=url, plan=decided, direct=where.direct)
+            if not decided.needed:
+                return result
+            if decided.blocked:
+                raise RepairRefused(refusal(decided), decided)
+            backup_path = None
+            if backup_dir is not None:
+                backup_path = backup(connection, Path(backup_dir), decided.report.current)
+                connection.rollback()
+                emit(progress, BackupWritten(path=backup_path))
+            _carry_out(connection, knowledge, decided, timeouts, progress)
+            after = knowledge.classify(connection)
+            return dataclasses.replace(result, repaired=True, after=after, backup=backup_path)
+
+
+def _carry_out(
+    connection: sa.Connection,
+    knowledge: _Knowledge,
+    decided: RepairPlan,
+    timeouts: Timeouts,
+    progress: Progress | None,
+) -> None:
+    """Run the plan's phases; prove the schema inside the transaction and after the validations."""
+    assert decided.target is not None
+    schemas = knowledge.schemas(connection.dialect.name)
+    expected = schemas[decided.target]
+    stays = decided.report.current or "no recorded version"
+    executor = Executor(
+        connection,
+        knowledge.scripts,
+        lambda hook: knowledge.config,
+        timeouts=timeouts,
+        progress=progress,
+    )
+    built: list[RepairStep] = []
+
+    def run(sql: str) -> Callable[[], None]:
+        def work() -> None:
+            connection.exec_driver_sql(sql)
+
+        return work
+
+    def transaction() -> None:
+        for step in decided.steps(CHANGE):
+            connection.exec_driver_sql(step.sql)
+        remaining = check_transaction(owned_schema(connection, schemas)[0], expected, decided)
+        if remaining:
+            raise RepairFailed(
+                f"refused: the repair to {decided.target} would not converge; its transaction "
+                "was rolled back",
+                tuple(remaining),
+            )
+
+    with executor.timed():
+        try:
+            for step in decided.steps(BUILD):
+                with _autocommit(connection):
+                    executor.run("repair", run(step.sql), last=stays, what="the repair")
+                built.append(step)
+            executor.run("repair", transaction, last=stays, what="the repair")
+        except BaseException as exc:
+            left = _undo(connection, built)
+            if isinstance(exc, RepairFailed):
+                raise RepairFailed(
+                    f"{exc}, and what was built concurrently was dropped again"
+                    + (f" but for {', '.join(left)}" if left else "")
+                    + "; nothing else was changed",
+                    exc.differences,
+                ) from exc
+            raise
+        for step in decided.steps(VALIDATE):
+            executor.run("repair", run(step.sql), last=stays, what="the repair")
+    remaining = compare(owned_schema(connection, schemas)[0], expected)
+    connection.rollback()
+    if remaining:
+        raise SchemaDrift(
+            f"the repair to {decided.target} finished, but the schema still differs from it",
+            tuple(remaining),
+        )
+
+
+@contextlib.contextmanager
+def _autocommit(connection: sa.Connection) -> Iterator[None]:
+    """Run the block in autocommit, as a concurrent build must, then go back."""
+    if connection.in_transaction():
+        connection.commit()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    level = connection.get_isolation_level()
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        yield
+    finally:
+        if connection.in_transaction():
+            connection.rollback()
+        connection.execution_options(isolation_level=level)
+
+
+def _undo(connection: sa.Connection, built: list[RepairStep]) -> list[str]:
+    """Drop what the repair built concurrently; return what could not be dropped."""
+    left = []
+    for step in reversed(built):
+        if step.undo is None:
+            continue
+        try:
+            with _autocommit(connection):
+                connection.exec_driver_sql(step.undo)
+        except sa.exc.DBAPIError:
+            left.append(step.undo.rsplit(" ", 1)[-1])
+    return left
+
+
 # -- ledger --------------------------------------------------------------------
 
 
@@ -612,12 +756,10 @@ def update_ledger(
         urls.setdefault(url.get_backend_name(), url)
     recorded = {}
     for dialect, url in urls.items():
-        if progress:
-            progress("replay_start", {"dialect": dialect, "url": safe_url(url)})
+        emit(progress, ReplayStarted(dialect=dialect, url=safe_url(url)))
 
         def step(revision: str, dialect: str = dialect) -> None:
-            if progress:
-                progress("replay_revision", {"dialect": dialect, "revision": revision})
+            emit(progress, RevisionReplayed(dialect=dialect, revision=revision))
 
         try:
             recorded[dialect] = replay_schemas(url, alembic_config(), progress=step)
@@ -669,6 +811,7 @@ __all__ = [
     "DatabaseUnavailable",
     "LedgerResult",
     "MigrationFailed",
+    "RepairResult",
     "StampResult",
     "StatusResult",
     "UpgradeResult",
@@ -676,6 +819,7 @@ __all__ = [
     "check_ledger",
     "command_target",
     "inspect_state",
+    "repair",
     "script_directory",
     "stamp",
     "status",

@@ -114,6 +114,67 @@ def direct_databases() -> dict[str, dict[str, Any]]:
     return dict(configured)
 
 
+def _seconds(name: str, default: float | None, *, allow_none: bool = False) -> float | None:
+    value = getattr(settings, name, default)
+    if value is None and allow_none:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {value!r}") from None
+    if seconds < 0:
+        raise ConfigurationError(f"{name} must not be negative, not {value!r}")
+    return seconds
+
+
+def ddl_lock_timeout() -> float:
+    """Return how long each DDL statement of a guarded command may wait for a lock, in seconds.
+
+    ``MIGSUPPORT_DDL_LOCK_TIMEOUT``; defaults to 2. PostgreSQL's
+    ``lock_timeout`` for the revisions' statements, transactional and
+    autocommit alike: a lock not granted in time rolls the revision back and
+    it is tried again, so that the application never queues behind a
+    migration that queues behind a long transaction. 0 waits without limit.
+    """
+    return _seconds("MIGSUPPORT_DDL_LOCK_TIMEOUT", 2.0) or 0.0
+
+
+def ddl_retry_budget() -> float:
+    """Return how long a revision may keep being retried when its locks are not granted.
+
+    ``MIGSUPPORT_DDL_RETRY_BUDGET``, in seconds; defaults to 600. When it is
+    spent the command fails, at the last whole revision.
+    """
+    return _seconds("MIGSUPPORT_DDL_RETRY_BUDGET", 600.0) or 0.0
+
+
+def statement_timeout() -> float | None:
+    """Return the ``statement_timeout`` of the revisions' statements, in seconds, or None.
+
+    ``MIGSUPPORT_STATEMENT_TIMEOUT``; defaults to None (off). It never
+    applies to a concurrent index build unless
+    ``MIGSUPPORT_STATEMENT_TIMEOUT_ON_BUILDS`` says so.
+    """
+    return _seconds("MIGSUPPORT_STATEMENT_TIMEOUT", None, allow_none=True)
+
+
+def statement_timeout_on_builds() -> bool:
+    """Return whether the statement timeout also bounds concurrent index builds.
+
+    ``MIGSUPPORT_STATEMENT_TIMEOUT_ON_BUILDS``; defaults to False: a build on
+    a large table takes as long as it takes, and is not blocking anyone.
+    """
+    return bool(getattr(settings, "MIGSUPPORT_STATEMENT_TIMEOUT_ON_BUILDS", False))
+
+
+def large_table_rows() -> int:
+    """Return the estimated rows from which ``--plan`` warns about a step that blocks a table.
+
+    ``MIGSUPPORT_LARGE_TABLE_ROWS``; defaults to 100,000.
+    """
+    return int(getattr(settings, "MIGSUPPORT_LARGE_TABLE_ROWS", 100_000))
+
+
 def health_cache_seconds() -> float:
     """Return how long the readiness probe keeps a database's state, in seconds.
 

@@ -21,6 +21,7 @@ from migsupport.state import (
     BEHIND,
     DRIFTED,
     EMPTY,
+    PARTIALLY_APPLIED,
     UNKNOWN_REVISION,
     UNVERSIONED,
     UP_TO_DATE,
@@ -110,7 +111,8 @@ def plan_upgrade(
                 "or run without --no-baseline"
             )
         start = taken = report.matches
-    elif report.state in (UP_TO_DATE, BEHIND):
+    elif report.state in (UP_TO_DATE, BEHIND, PARTIALLY_APPLIED):
+        # Partially applied: the interrupted revision runs again; its steps are idempotent.
         start = report.current
     elif report.state != EMPTY:  # pragma: no cover - every state is handled above
         raise Refused(f"refused: unexpected state {report.state}")

@@ -110,3 +110,36 @@ class ScriptError(MigsupportError):
 
 class ReplayFailed(MigsupportError):
     """A revision failed while the history was replayed on a scratch database."""
+
+
+class MigrationFailed(MigsupportError):
+    """Alembic refused or a revision failed; the message says which, and where the database is."""
+
+
+class DatabaseUnavailable(MigsupportError):
+    """The database could not be reached or refused the connection's user."""
+
+
+class LockNotGranted(MigrationFailed):
+    """A revision's locks were not granted within the retry budget.
+
+    It carries the revision, the table and the session that held the lock
+    (when they could be seen), how long was spent and how many attempts.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        revision: str,
+        table: str | None,
+        blocker: Any,
+        attempts: int,
+        elapsed: float,
+    ) -> None:
+        self.revision = revision
+        self.table = table
+        self.blocker = blocker
+        self.attempts = attempts
+        self.elapsed = elapsed
+        super().__init__(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +95,37 @@ def migrate(config: Config, scripts: ScriptDirectory, action: str, destination: 
 
     with EnvironmentContext(config, scripts, fn=fn, destination_rev=destination):
         scripts.run_env()
+
+
+def offline_sql(
+    config: Config, scripts: ScriptDirectory, start: str | None, destination: str, *, url: str
+) -> str:
+    """Return the SQL Alembic's offline mode prints to upgrade from ``start`` to ``destination``.
+
+    ``url`` names the dialect (no connection is made); the scripts are the
+    ones already loaded, as in :func:`migrate`.
+    """
+    buffer = io.StringIO()
+    config.output_buffer = buffer
+    config.attributes["offline_url"] = url
+
+    def fn(rev: object, context: object) -> object:
+        return scripts._upgrade_revs(destination, rev)
+
+    try:
+        with EnvironmentContext(
+            config,
+            scripts,
+            fn=fn,
+            as_sql=True,
+            starting_rev=start,
+            destination_rev=destination,
+        ):
+            scripts.run_env()
+    finally:
+        config.attributes.pop("offline_url", None)
+        config.output_buffer = None
+    return buffer.getvalue()
 
 
 def replay_schemas(

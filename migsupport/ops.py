@@ -28,7 +28,8 @@ Call them from revision scripts, in place of the matching ``op`` calls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +41,7 @@ from migsupport import shapes
 from migsupport.differences import CHANGED, MISSING, Difference, ObjectRef
 from migsupport.exceptions import EnumValueInUse, ShapeConflict
 from migsupport.snapshot import compare_table
+from migsupport.timeouts import builds_timeout
 
 __all__ = [
     "add_column_if_missing",
@@ -431,6 +433,30 @@ def _concurrent(concurrently: bool) -> bool:
     return concurrently and _is_postgresql()
 
 
+@contextlib.contextmanager
+def _concurrent_block() -> Iterator[None]:
+    """Run the block outside the revision's transaction, as a concurrent build must.
+
+    The session's lock timeout applies; its statement timeout does not,
+    unless the deploy asked for it (``--statement-timeout-on-builds``): a
+    build on a large table takes as long as it takes, and blocks nobody.
+    """
+    context = op.get_context()
+    environment = getattr(context, "environment_context", None)
+    override = None if context.as_sql else builds_timeout(getattr(environment, "config", None))
+    with context.autocommit_block():
+        if override is None:
+            yield
+            return
+        bind = op.get_bind()
+        previous = bind.exec_driver_sql("SHOW statement_timeout").scalar()
+        bind.exec_driver_sql(f"SET statement_timeout = '{override}'")
+        try:
+            yield
+        finally:
+            bind.exec_driver_sql(f"SET statement_timeout = '{previous}'")
+
+
 def create_index_if_missing(
     name: str,
     table: str,
@@ -459,7 +485,7 @@ def create_index_if_missing(
     if _offline():
         if _concurrent(concurrently):
             # A CONCURRENTLY build cannot run in a transaction block.
-            with op.get_context().autocommit_block():
+            with _concurrent_block():
                 op.create_index(
                     name, table, list(columns), unique=unique, schema=schema,
                     if_not_exists=True, postgresql_concurrently=True, **kwargs,
@@ -500,7 +526,7 @@ def create_index_if_missing(
         rebuild = True
     ddl_schema = schema_name if _is_postgresql() else schema
     if _concurrent(concurrently):
-        with op.get_context().autocommit_block():
+        with _concurrent_block():
             if rebuild:
                 op.drop_index(
                     name, table_name=table, schema=ddl_schema, if_exists=True,
@@ -535,7 +561,7 @@ def drop_index_if_present(
     autocommit block, which does not block the table's readers and writers.
     """
     if _concurrent(concurrently):
-        with op.get_context().autocommit_block():
+        with _concurrent_block():
             op.drop_index(
                 name, table_name=table, schema=_ddl_schema(schema), if_exists=True,
                 postgresql_concurrently=True,

@@ -37,7 +37,8 @@ BEHIND = "behind"
 UNVERSIONED = "unversioned"
 DRIFTED = "drifted"
 UNKNOWN_REVISION = "unknown_revision"
-STATES = (EMPTY, UP_TO_DATE, BEHIND, UNVERSIONED, DRIFTED, UNKNOWN_REVISION)
+PARTIALLY_APPLIED = "partially_applied"
+STATES = (EMPTY, UP_TO_DATE, BEHIND, UNVERSIONED, DRIFTED, UNKNOWN_REVISION, PARTIALLY_APPLIED)
 
 
 class MultipleHeads(MigsupportError):
@@ -84,6 +85,7 @@ class StateReport:
     schema_source: str = "ledger"
     unowned: tuple[ObjectRef, ...] = ()
     reason: str | None = None
+    partial: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class StateReport:
             "matches": self.matches,
             "nearest": self.nearest,
             "reason": self.reason,
+            "partial": self.partial,
             "differences": [difference.to_dict() for difference in self.differences],
             "unowned": [obj.to_dict() for obj in self.unowned],
             "ledger": self.ledger,
@@ -282,6 +285,16 @@ def classify(
     version = current[0]
     differences = compare(live, schemas[version])
     if differences:
+        following = _pending(order, version)[:1]
+        if following and partly_applied(live, schemas[version], schemas[following[0]]):
+            return StateReport(
+                state=PARTIALLY_APPLIED,
+                current=version,
+                pending=_pending(order, version),
+                partial=following[0],
+                differences=tuple(differences),
+                **common,
+            )
         return StateReport(state=DRIFTED, current=version, differences=tuple(differences), **common)
     pending = _pending(order, version)
     return StateReport(
@@ -290,6 +303,52 @@ def classify(
         pending=pending,
         **common,
     )
+
+
+def _flat(snapshot: Snapshot) -> dict[tuple[str, ...], Any]:
+    """Return every object and property of ``snapshot`` by its path, for a piecewise comparison."""
+    flat: dict[tuple[str, ...], Any] = {}
+    for kind, objects in snapshot.kinds().items():
+        for name, shape in objects.items():
+            if kind != "tables":
+                flat[(kind, name)] = shape
+                continue
+            for key, value in shape.items():
+                if isinstance(value, dict):
+                    for child, child_shape in value.items():
+                        flat[(kind, name, key, child)] = child_shape
+                else:
+                    flat[(kind, name, key)] = value
+    return flat
+
+
+def partly_applied(live: Snapshot, before: Snapshot, after: Snapshot) -> bool:
+    """Return whether ``live`` is ``before`` plus part of what leads to ``after``.
+
+    Piece by piece (each column, constraint, index, trigger, label list...),
+    the live schema holds either what ``before`` has or what ``after`` has;
+    an index may also be the one ``after`` has but left INVALID by an
+    interrupted concurrent build, which the resumed revision rebuilds. That
+    is what a revision interrupted after a step outside its transaction
+    leaves; anything else is drift.
+    """
+    have, was, will = _flat(live), _flat(before), _flat(after)
+    for path in have.keys() | was.keys() | will.keys():
+        value = have.get(path)
+        if value == was.get(path) or value == will.get(path):
+            continue
+        wanted = will.get(path)
+        rebuildable = (
+            len(path) == 4
+            and path[2] == "indexes"
+            and isinstance(value, dict)
+            and isinstance(wanted, dict)
+            and not value.get("valid", True)
+            and {**value, "valid": True} == {**wanted, "valid": True}
+        )
+        if not rebuildable:
+            return False
+    return have != was
 
 
 def _pending(order: list[str], version: str) -> tuple[str, ...]:

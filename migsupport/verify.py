@@ -1,28 +1,40 @@
-"""Clean-database verification of the migration history.
+"""Clean-database verification of the migration history, as a list of checks.
 
 What a careful release manager checks by hand before each release, run
-mechanically on a scratch database:
+mechanically; each check is one entry of :data:`CHECKS` (a name, a title, a
+function, and the checks it requires), in the way pytest-alembic makes each
+check one named test:
 
 1. a single head, and an intact chain;
-2. the upgrade from empty to head, one revision at a time; each revision is
-   also applied a second time over its own schema (check 6), which must
-   succeed and change nothing;
-3. the models (through the bridge) equal the DDL at head;
-4. the downgrade to base, one revision at a time, each step leaving exactly
+2. no revision takes a lock that blocks production (squawk, on each
+   revision's offline SQL);
+3. the upgrade from empty to head, one revision at a time, on a scratch
+   database;
+4. running each revision twice is safe: applied again over its own schema,
+   it succeeds and changes nothing (done during the upgrade);
+5. the models (through the bridge) equal the DDL at head;
+6. the downgrade to base, one revision at a time, each step leaving exactly
    the schema of the revision below;
-5. the upgrade to head again;
-6. running each revision twice is safe (done during check 2);
-7. the ledger is fresh.
+7. the upgrade to head again;
+8. the ledger is fresh.
 
-Checks that need an earlier one to have passed are skipped when it failed.
+A check whose required check did not pass is skipped, and says why: after a
+revision that is not safe to apply twice, the scratch database holds what the
+second application made of it, so the checks that read it are not run on it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,47 +45,49 @@ from alembic.util.exc import CommandError as AlembicCommandError
 
 from migsupport import bridge
 from migsupport.engine import create_engine, error_line, safe_url
-from migsupport.history import migrate
+from migsupport.events import (
+    CheckFinished,
+    CheckStarted,
+    Progress,
+    RevisionChecked,
+    ScratchCreated,
+    emit,
+)
+from migsupport.history import migrate, offline_sql
 from migsupport.ledger import Ledger, ledger_path, revision_order
 from migsupport.scratch import scratch_database
 from migsupport.snapshot import Snapshot, compare, take_snapshot
 
-Progress = Callable[[str, dict[str, Any]], None]
-
 SINGLE_HEAD = "single_head"
+LOCK_SAFETY = "lock_safety"
 UPGRADE = "upgrade"
+IDEMPOTENT = "idempotent"
 MODELS_MATCH_DDL = "models_match_ddl"
 DOWNGRADE = "downgrade"
 UPGRADE_AGAIN = "upgrade_again"
-IDEMPOTENT = "idempotent"
 LEDGER_FRESH = "ledger_fresh"
-
-TITLES = {
-    SINGLE_HEAD: "single head and an intact chain",
-    UPGRADE: "upgrade from empty to head, one revision at a time",
-    MODELS_MATCH_DDL: "models equal the DDL at head",
-    DOWNGRADE: "downgrade to base, one revision at a time, leaving no trace",
-    UPGRADE_AGAIN: "upgrade to head again",
-    IDEMPOTENT: "running each revision twice is safe",
-    LEDGER_FRESH: "the ledger is fresh",
-}
-ORDER = (SINGLE_HEAD, UPGRADE, MODELS_MATCH_DDL, DOWNGRADE, UPGRADE_AGAIN, IDEMPOTENT, LEDGER_FRESH)
 
 PASSED, FAILED, SKIPPED, UPDATED = "passed", "failed", "skipped", "updated"
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check: its outcome, how long it took, and what went wrong."""
+    """One check: its outcome, how long it took, what went wrong, and what else it noted.
+
+    ``reason`` says why a skipped check did not run; ``notes`` are what a
+    passing check wants seen (e.g. a lock-safety exception a revision declares).
+    """
 
     name: str
     status: str
     seconds: float = 0.0
     problems: tuple[str, ...] = ()
+    reason: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
-        return TITLES[self.name]
+        return BY_NAME[self.name].title
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +96,8 @@ class CheckResult:
             "status": self.status,
             "seconds": round(self.seconds, 6),
             "problems": list(self.problems),
+            "reason": self.reason,
+            "notes": list(self.notes),
         }
 
 
@@ -108,12 +124,20 @@ class VerifyReport:
         }
 
 
-class _Failed(Exception):
-    """A check found problems; it ends that check."""
+class Failed(Exception):
+    """A check found problems; raising it ends that check as failed."""
 
     def __init__(self, *problems: str) -> None:
         self.problems = problems
         super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a check that did not fail reports: its status, and its notes."""
+
+    status: str = PASSED
+    notes: tuple[str, ...] = ()
 
 
 def check_chain(scripts: ScriptDirectory) -> list[str]:
@@ -206,20 +230,56 @@ def _owners() -> dict[str, str]:
     return result
 
 
-class _Run:
-    """One verification run on one scratch connection."""
+class Verification:
+    """What the checks of one run share: the history, the scratch database, what they found.
 
-    def __init__(self, connection: sa.Connection, config: Config, progress: Progress | None):
-        self.connection = connection
+    The scratch database is made when the first check that needs it runs.
+    """
+
+    def __init__(
+        self,
+        url: sa.URL,
+        config: Config,
+        *,
+        keep: bool,
+        update_ledger: bool,
+        extra_schemas: Callable[[], Mapping[str, Mapping[str, Snapshot]]] | None,
+        progress: Progress | None,
+        stack: contextlib.ExitStack,
+    ) -> None:
+        self.url = url
+        self.dialect = url.get_backend_name()
         self.config = config
         self.scripts = ScriptDirectory.from_config(config)
-        self.order = revision_order(self.scripts)
+        self.keep = keep
+        self.update_ledger = update_ledger
+        self.extra_schemas = extra_schemas
         self.progress = progress
+        self.stack = stack
+        self.scratch_url: sa.URL | None = None
+        self._connection: sa.Connection | None = None
         self.snapshots: dict[str, Snapshot] = {}
+        self.not_idempotent: list[str] = []
+        self.ledger_written = False
 
-    def emit(self, event: str, **data: Any) -> None:
-        if self.progress is not None:
-            self.progress(event, data)
+    @property
+    def order(self) -> list[str]:
+        return revision_order(self.scripts)
+
+    @property
+    def connection(self) -> sa.Connection:
+        """Return the scratch database's connection, making the database on first use."""
+        if self._connection is None:
+            self.scratch_url = self.stack.enter_context(scratch_database(self.url, keep=self.keep))
+            emit(self.progress, ScratchCreated(url=safe_url(self.scratch_url), keep=self.keep))
+            engine = create_engine(self.scratch_url)
+            self.stack.callback(engine.dispose)
+            self._connection = self.stack.enter_context(engine.connect())
+            self.stack.callback(self.config.attributes.pop, "connection", None)
+        return self._connection
+
+    def emit(self, event: Any) -> None:
+        emit(self.progress, event)
 
     def alembic(self, action: str, revision: str) -> None:
         self.config.attributes["connection"] = self.connection
@@ -241,25 +301,29 @@ class _Run:
             down = down[0]
         return down or "base"
 
-    def upgrade_step_by_step(self) -> list[str]:
-        """Check 2, with check 6 built in: return the revisions that are not idempotent."""
-        not_idempotent: list[str] = []
+    def upgrade_step_by_step(self) -> None:
+        """Upgrade one revision at a time, and apply each a second time (the idempotence check)."""
         for revision in self.order:
             started = time.perf_counter()
             try:
                 self.alembic("upgrade", revision)
             except Exception as exc:
-                raise _Failed(f"revision {revision} failed to upgrade: {error_line(exc)}") from exc
+                raise Failed(f"revision {revision} failed to upgrade: {error_line(exc)}") from exc
             applied = self.snapshot()
             self.snapshots[revision] = applied
             twice = self._apply_twice(revision, applied)
             if twice:
-                not_idempotent.append(twice)
-            # The upgrade itself worked; the second application is check 6's.
-            self.emit("revision", check=UPGRADE, revision=revision,
-                      seconds=time.perf_counter() - started, ok=True,
-                      idempotent=not twice)  # fmt: skip
-        return not_idempotent
+                self.not_idempotent.append(twice)
+            # The upgrade itself worked; the second application is the idempotence check's.
+            self.emit(
+                RevisionChecked(
+                    check=UPGRADE,
+                    revision=revision,
+                    seconds=time.perf_counter() - started,
+                    ok=True,
+                    idempotent=not twice,
+                )
+            )
 
     def _apply_twice(self, revision: str, applied: Snapshot) -> str | None:
         """Apply ``revision`` again over its own schema; return the problem, if any."""
@@ -286,9 +350,7 @@ class _Run:
             try:
                 self.alembic("downgrade", below)
             except Exception as exc:
-                raise _Failed(
-                    f"revision {revision} failed to downgrade: {error_line(exc)}"
-                ) from exc
+                raise Failed(f"revision {revision} failed to downgrade: {error_line(exc)}") from exc
             expected = self.snapshots[below] if below != "base" else Snapshot()
             differences = compare(self.snapshot(), expected)
             if differences:
@@ -296,22 +358,29 @@ class _Run:
                     f"revision {revision}'s downgrade does not leave the schema of {below}: "
                     + "; ".join(map(str, differences))
                 )
-            self.emit("revision", check=DOWNGRADE, revision=revision, below=below,
-                      seconds=time.perf_counter() - started, ok=not differences)  # fmt: skip
+            self.emit(
+                RevisionChecked(
+                    check=DOWNGRADE,
+                    revision=revision,
+                    below=below,
+                    seconds=time.perf_counter() - started,
+                    ok=not differences,
+                )
+            )
             if differences:
                 # Later steps would only repeat this trace.
                 break
         if problems:
-            raise _Failed(*problems)
+            raise Failed(*problems)
 
     def upgrade_again(self) -> None:
         try:
             self.alembic("upgrade", "heads")
         except Exception as exc:
-            raise _Failed(f"the upgrade to head failed: {error_line(exc)}") from exc
+            raise Failed(f"the upgrade to head failed: {error_line(exc)}") from exc
         differences = compare(self.snapshot(), self.snapshots[self.order[-1]])
         if differences:
-            raise _Failed(
+            raise Failed(
                 "the schema at head differs from the first upgrade: "
                 + "; ".join(map(str, differences))
             )
@@ -335,125 +404,300 @@ def ledger_problems(
     return problems
 
 
+# -- the checks ------------------------------------------------------------------------------
+
+# squawk's rules that do not say "this blocks production": style advice, and the
+# timeout rules, which the executor satisfies for every revision (it sets
+# lock_timeout and, if asked, statement_timeout on the session).
+SQUAWK_EXCLUDED = (
+    "prefer-text-field",
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-identity",
+    "prefer-robust-stmts",
+    "prefer-timestamptz",
+    "ban-char-field",
+    "identifier-too-long",
+    "require-enum-value-ordering",
+    "require-timeout-settings",
+    "require-lock-timeout",
+    "require-statement-timeout",
+)
+# Where a revision declares the squawk findings it was reviewed for: {rule: reason}.
+EXCEPTIONS_ATTRIBUTE = "lock_safety_exceptions"
+# The "rule" a revision names when its SQL cannot be printed offline (it reads the database).
+OFFLINE_RULE = "offline-sql"
+
+
+def squawk_executable() -> str | None:
+    """Return the squawk binary: beside this interpreter (the virtualenv's), or on PATH."""
+    beside = Path(sys.executable).parent / "squawk"
+    return str(beside) if beside.exists() else shutil.which("squawk")
+
+
+def lock_safety(scripts: ScriptDirectory, config: Config) -> tuple[list[str], list[str]]:
+    """Lint each revision's offline PostgreSQL SQL with squawk; return (problems, notes).
+
+    A finding whose rule the revision lists in ``lock_safety_exceptions``
+    (``{rule: reason}``) is a note, not a problem.
+    """
+    executable = squawk_executable()
+    if executable is None:
+        return ["squawk is not installed: pip install squawk-cli (it is in requirements.txt)"], []
+    problems: list[str] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="migsupport_lint_") as folder:
+        files: dict[str, str] = {}
+        for revision in revision_order(scripts):
+            script = scripts.get_revision(revision)
+            down = script.down_revision
+            start = down[0] if isinstance(down, (tuple, list)) else down
+            declared = getattr(script.module, EXCEPTIONS_ATTRIBUTE, {}) or {}
+            try:
+                sql = offline_sql(config, scripts, start, revision, url="postgresql://")
+            except Exception as exc:
+                # It reads the database as it runs: there is no SQL to lint.
+                where = f"revision {revision}: {OFFLINE_RULE}"
+                if OFFLINE_RULE in declared:
+                    notes.append(f"{where} allowed by the revision: {declared[OFFLINE_RULE]}")
+                else:
+                    problems.append(
+                        f"{where}: its SQL cannot be printed offline, so squawk cannot lint it "
+                        f"({type(exc).__name__}: {error_line(exc)})"
+                    )
+                continue
+            path = Path(folder) / f"{revision}.sql"
+            path.write_text(sql)
+            files[str(path)] = revision
+        result = subprocess.run(
+            [executable, "--reporter", "json", "--exclude", ",".join(SQUAWK_EXCLUDED), *files],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            findings = json.loads(result.stdout or "[]")
+        except ValueError:
+            first = (result.stderr.strip().splitlines() or ["no output"])[0]
+            return [f"squawk failed: {first}"], []
+        texts = {path: Path(path).read_text().splitlines() for path in files}
+    for finding in findings:
+        revision = files.get(finding.get("file"), finding.get("file"))
+        rule = finding.get("rule_name")
+        declared = getattr(scripts.get_revision(revision).module, EXCEPTIONS_ATTRIBUTE, {}) or {}
+        lines = texts.get(finding.get("file"), [])
+        line = finding.get("line", 0)
+        statement = lines[line].strip() if 0 <= line < len(lines) else ""
+        where = f"revision {revision}, line {line + 1}"
+        if rule in declared:
+            notes.append(f"{where}: {rule} allowed by the revision: {declared[rule]}")
+        else:
+            problems.append(f"{where}: {rule}: {finding.get('message')} ({statement})")
+    return problems, notes
+
+
+def _single_head(run: Verification) -> Outcome | None:
+    chain = check_chain(run.scripts)
+    if chain:
+        raise Failed(*chain)
+    return None
+
+
+def _lock_safety(run: Verification) -> Outcome | None:
+    problems, notes = lock_safety(run.scripts, run.config)
+    if problems:
+        raise Failed(
+            *problems,
+            f"make the step safe, or declare a reviewed exception in the revision: "
+            f"{EXCEPTIONS_ATTRIBUTE} = {{'rule': 'why it is safe here'}}",
+        )
+    return Outcome(notes=tuple(notes))
+
+
+def _upgrade(run: Verification) -> Outcome | None:
+    run.upgrade_step_by_step()
+    return None
+
+
+def _idempotent(run: Verification) -> Outcome | None:
+    if run.not_idempotent:
+        raise Failed(*run.not_idempotent)
+    return None
+
+
+def _models_match_ddl(run: Verification) -> Outcome | None:
+    scratch = run.scratch_url
+    assert scratch is not None
+    problems = model_differences(run.snapshots[run.order[-1]], models_schema(scratch))
+    if problems:
+        raise Failed(*problems)
+    return None
+
+
+def _downgrade(run: Verification) -> Outcome | None:
+    run.downgrade_step_by_step()
+    return None
+
+
+def _upgrade_again(run: Verification) -> Outcome | None:
+    run.upgrade_again()
+    return None
+
+
+def _ledger_fresh(run: Verification) -> Outcome | None:
+    ledger = Ledger.load(ledger_path(run.scripts))
+    if run.update_ledger:
+        recorded = {
+            run.dialect: run.snapshots,
+            **(run.extra_schemas() if run.extra_schemas else {}),
+        }
+        new = ledger.with_schemas(run.scripts, recorded)
+        if new != ledger:
+            new.write(ledger_path(run.scripts))
+            run.ledger_written = True
+        return Outcome(status=UPDATED)
+    problems = ledger_problems(run.scripts, ledger, run.dialect, run.snapshots)
+    if problems:
+        raise Failed(*problems, "regenerate it with `manage.py alembic_verify --update-ledger`")
+    return None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its name, its title, what it runs, and the checks it needs to have passed.
+
+    ``scratch``: it works on the scratch database (made when the first such check runs).
+    """
+
+    name: str
+    title: str
+    run: Callable[[Verification], Outcome | None]
+    requires: tuple[str, ...] = ()
+    scratch: bool = True
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(SINGLE_HEAD, "single head and an intact chain", _single_head, scratch=False),
+    Check(
+        LOCK_SAFETY,
+        "no revision takes a lock that blocks production (squawk)",
+        _lock_safety,
+        requires=(SINGLE_HEAD,),
+        scratch=False,
+    ),
+    Check(
+        UPGRADE,
+        "upgrade from empty to head, one revision at a time",
+        _upgrade,
+        requires=(SINGLE_HEAD,),
+    ),
+    Check(IDEMPOTENT, "running each revision twice is safe", _idempotent, requires=(UPGRADE,)),
+    Check(
+        MODELS_MATCH_DDL,
+        "models equal the DDL at head",
+        _models_match_ddl,
+        requires=(UPGRADE, IDEMPOTENT),
+    ),
+    Check(
+        DOWNGRADE,
+        "downgrade to base, one revision at a time, leaving no trace",
+        _downgrade,
+        requires=(UPGRADE, IDEMPOTENT),
+    ),
+    Check(UPGRADE_AGAIN, "upgrade to head again", _upgrade_again, requires=(DOWNGRADE,)),
+    Check(LEDGER_FRESH, "the ledger is fresh", _ledger_fresh, requires=(UPGRADE,)),
+)
+BY_NAME = {check.name: check for check in CHECKS}
+# Kept for the commands and the tests: each check's title, by name.
+TITLES = {check.name: check.title for check in CHECKS}
+
+
+def run_checks(run: Verification, checks: tuple[Check, ...] = CHECKS) -> list[CheckResult]:
+    """Run ``checks`` in order on ``run``, honouring ``requires``; return their results."""
+    results: dict[str, CheckResult] = {}
+    for check in checks:
+        emit(run.progress, CheckStarted(name=check.name, title=check.title))
+        unmet = [
+            name
+            for name in check.requires
+            if results.get(name) is None or results[name].status not in (PASSED, UPDATED)
+        ]
+        if unmet:
+            failed = results.get(unmet[0])
+            how = "failed" if failed is not None and failed.status == FAILED else "did not run"
+            result = CheckResult(
+                check.name, SKIPPED, reason=f"it needs {TITLES[unmet[0]]!r}, which {how}"
+            )
+        else:
+            started = time.perf_counter()
+            if check.scratch:
+                run.connection  # noqa: B018 - made now, before the check's clock matters
+            try:
+                outcome = check.run(run) or Outcome()
+            except Failed as failure:
+                result = CheckResult(
+                    check.name, FAILED, time.perf_counter() - started, failure.problems
+                )
+            else:
+                result = CheckResult(
+                    check.name,
+                    outcome.status,
+                    time.perf_counter() - started,
+                    notes=outcome.notes,
+                )
+        results[check.name] = result
+        emit(run.progress, CheckFinished(result=result))
+    return list(results.values())
+
+
 def verify(
     url: sa.URL,
     config: Config,
     *,
     keep: bool = False,
     update_ledger: bool = False,
-    extra_schemas: Callable[[], dict[str, dict[str, Snapshot]]] | None = None,
+    extra_schemas: Callable[[], Mapping[str, Mapping[str, Snapshot]]] | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
-    """Run every check on a scratch database beside ``url``; return the report.
+    """Run every check (:data:`CHECKS`) beside ``url``; return the report.
 
-    With ``update_ledger``, the ledger is rewritten from this run (plus
-    ``extra_schemas()``, schemas replayed on other dialects) instead of
-    failing check 7.
+    The scratch database is dropped afterwards, whatever happens, unless
+    ``keep``. With ``update_ledger``, the ledger is rewritten from this run
+    (plus ``extra_schemas()``, schemas replayed on other dialects) instead of
+    being checked.
     """
-    scripts = ScriptDirectory.from_config(config)
-    results: list[CheckResult] = []
-    dialect = url.get_backend_name()
-
-    @contextmanager
-    def check(name: str) -> Iterator[None]:
-        emit_start(name)
-        started = time.perf_counter()
-        try:
-            yield
-        except _Failed as failure:
-            results.append(
-                CheckResult(name, FAILED, time.perf_counter() - started, failure.problems)
-            )
-        else:
-            results.append(CheckResult(name, PASSED, time.perf_counter() - started))
-        if progress:
-            progress("check_end", {"result": results[-1]})
-
-    def emit_start(name: str) -> None:
-        if progress:
-            progress("check_start", {"name": name, "title": TITLES[name]})
-
-    def skip(*names: str) -> None:
-        for name in names:
-            results.append(CheckResult(name, SKIPPED))
-            if progress:
-                progress("check_end", {"result": results[-1]})
-
-    def failed(name: str) -> bool:
-        return any(r.name == name and r.status == FAILED for r in results)
-
-    with check(SINGLE_HEAD):
-        chain = check_chain(scripts)
-        if chain:
-            raise _Failed(*chain)
-    ledger_written = False
-    scratch_shown = ""
-    if failed(SINGLE_HEAD):
-        skip(UPGRADE, MODELS_MATCH_DDL, DOWNGRADE, UPGRADE_AGAIN, IDEMPOTENT, LEDGER_FRESH)
-        return VerifyReport(dialect=dialect, scratch="", checks=tuple(results))
-
-    with scratch_database(url, keep=keep) as scratch_url:
-        scratch_shown = safe_url(scratch_url)
-        if progress:
-            progress("scratch", {"url": scratch_shown, "keep": keep})
-        engine = create_engine(scratch_url)
-        try:
-            with engine.connect() as connection:
-                run = _Run(connection, config, progress)
-                not_idempotent: list[str] = []
-                with check(UPGRADE):
-                    not_idempotent = run.upgrade_step_by_step()
-                if failed(UPGRADE):
-                    skip(MODELS_MATCH_DDL, DOWNGRADE, UPGRADE_AGAIN, IDEMPOTENT, LEDGER_FRESH)
-                else:
-                    with check(MODELS_MATCH_DDL):
-                        problems = model_differences(
-                            run.snapshots[run.order[-1]], models_schema(scratch_url)
-                        )
-                        if problems:
-                            raise _Failed(*problems)
-                    with check(DOWNGRADE):
-                        run.downgrade_step_by_step()
-                    with check(UPGRADE_AGAIN):
-                        run.upgrade_again()
-                    with check(IDEMPOTENT):
-                        if not_idempotent:
-                            raise _Failed(*not_idempotent)
-                    ledger = Ledger.load(ledger_path(scripts))
-                    if update_ledger:
-                        emit_start(LEDGER_FRESH)
-                        recorded = {
-                            dialect: run.snapshots,
-                            **(extra_schemas() if extra_schemas else {}),
-                        }
-                        new = ledger.with_schemas(scripts, recorded)
-                        if new != ledger:
-                            new.write(ledger_path(scripts))
-                            ledger_written = True
-                        results.append(CheckResult(LEDGER_FRESH, UPDATED))
-                        if progress:
-                            progress("check_end", {"result": results[-1]})
-                    else:
-                        with check(LEDGER_FRESH):
-                            problems = ledger_problems(scripts, ledger, dialect, run.snapshots)
-                            if problems:
-                                raise _Failed(
-                                    *problems,
-                                    "regenerate it with `manage.py alembic_verify --update-ledger`",
-                                )
-                config.attributes.pop("connection", None)
-        finally:
-            engine.dispose()
+    with contextlib.ExitStack() as stack:
+        run = Verification(
+            url,
+            config,
+            keep=keep,
+            update_ledger=update_ledger,
+            extra_schemas=extra_schemas,
+            progress=progress,
+            stack=stack,
+        )
+        results = run_checks(run)
+        scratch = safe_url(run.scratch_url) if run.scratch_url is not None else ""
     return VerifyReport(
-        dialect=dialect, scratch=scratch_shown, checks=tuple(results), ledger_written=ledger_written
+        dialect=run.dialect,
+        scratch=scratch,
+        checks=tuple(results),
+        ledger_written=run.ledger_written,
     )
 
 
 __all__ = [
+    "CHECKS",
+    "Check",
     "CheckResult",
+    "Failed",
+    "Outcome",
+    "Verification",
     "VerifyReport",
     "check_chain",
+    "lock_safety",
     "model_differences",
     "models_schema",
+    "run_checks",
     "verify",
 ]

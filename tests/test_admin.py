@@ -360,7 +360,10 @@ def test_search_by_unknown_job_uuid_finds_nothing(viewer_client: Client, sample)
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("term", ["not-a-uuid", "12345", str(uuid.uuid4())[:-1], "'%_'"])
+# A UUID one digit short; fixed, so that every test worker collects the same tests.
+@pytest.mark.parametrize(
+    "term", ["not-a-uuid", "12345", "6a1f0c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5", "'%_'"]
+)
 def test_search_with_an_invalid_uuid_does_not_crash(
     viewer_client: Client, sample, term: str
 ) -> None:

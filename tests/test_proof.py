@@ -54,7 +54,8 @@ from tests.support.rows import seed_sql
 from tests.support.server import create_pg_database, drop_pg_database
 from tests.support.states import BASELINE, HEAD, execute, project_copy
 
-pytestmark = pytest.mark.postgresql
+# The cases share module-scoped template databases: they run on one test worker.
+pytestmark = [pytest.mark.postgresql, pytest.mark.xdist_group("proof")]
 
 SINK = "eeee00000001"
 UNOWNED_HEADER = "Unowned objects (no model or revision defines them; not compared):"

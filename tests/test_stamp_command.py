@@ -35,6 +35,10 @@ from tests.support.states import (
     versions,
 )
 
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("stamp")
+
 NO_PROOF = (
     f"refused: the schema does not equal revision {HEAD}, so it cannot be stamped; "
     "nothing was written (--force stamps without proof)"

@@ -185,6 +185,7 @@ def test_status_json_prints_one_object_with_every_key(database_url, engine):
         "matches": None,
         "nearest": None,
         "reason": None,
+        "partial": None,
         "differences": [
             {
                 "kind": "missing",
@@ -223,6 +224,7 @@ def test_status_json_of_an_unversioned_database_carries_the_match(database_url, 
         "matches": BASELINE,
         "nearest": None,
         "reason": None,
+        "partial": None,
         "differences": [],
         "unowned": [],
         "ledger": "fresh",

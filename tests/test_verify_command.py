@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,16 @@ from sqlalchemy.engine import URL
 
 from tests.support.commands import COMMAND_TIMEOUT, command_environ, django_url, shown, wait_for
 from tests.support.project import PROJECT
-from tests.support.server import admin_execute, scratch_databases
+from tests.support.server import (
+    abandoned_scratch_databases,
+    admin_execute,
+    scratch_databases,
+)
 from tests.support.states import BASELINE, HEAD, SECOND
+
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("verify")
 
 SCRATCH_PREFIX = "migsupport_scratch_"
 SCRATCH_NAME = re.compile(rf"{SCRATCH_PREFIX}[0-9a-f]{{16}}")
@@ -43,21 +52,38 @@ BRANCH_B = "bbbb00000001"
 TREE = ("manage.py", "alembic.ini", "config", "materials", "migsupport", "alembic")
 CHECKS = (
     "single_head",
+    "lock_safety",
     "upgrade",
+    "idempotent",
     "models_match_ddl",
     "downgrade",
     "upgrade_again",
-    "idempotent",
     "ledger_fresh",
 )
 TITLES = {
     "single_head": "single head and an intact chain",
+    "lock_safety": "no revision takes a lock that blocks production (squawk)",
     "upgrade": "upgrade from empty to head, one revision at a time",
+    "idempotent": "running each revision twice is safe",
     "models_match_ddl": "models equal the DDL at head",
     "downgrade": "downgrade to base, one revision at a time, leaving no trace",
     "upgrade_again": "upgrade to head again",
-    "idempotent": "running each revision twice is safe",
     "ledger_fresh": "the ledger is fresh",
+}
+# Why each check is skipped when the chain is broken: the first check it needs.
+NEEDS = {
+    "lock_safety": "single_head",
+    "upgrade": "single_head",
+    "idempotent": "upgrade",
+    "models_match_ddl": "upgrade",
+    "downgrade": "upgrade",
+    "upgrade_again": "downgrade",
+    "ledger_fresh": "upgrade",
+}
+SKIPPED_BECAUSE = {
+    name: f"it needs {TITLES[needed]!r}, which "
+    + ("failed" if needed == "single_head" else "did not run")
+    for name, needed in NEEDS.items()
 }
 REGENERATE = "regenerate it with `manage.py alembic_verify --update-ledger`"
 STEP_TRACE = (
@@ -70,12 +96,14 @@ STEP_TRACE = (
 SCRATCH = object()
 PASSED_LINES = (
     "  single head and an intact chain: passed",
+    "  no revision takes a lock that blocks production (squawk): passed",
     SCRATCH,
     "  upgrade from empty to head, one revision at a time:",
     f"    {BASELINE} OK",
     f"    {SECOND} OK",
     f"    {HEAD} OK",
     "    result: passed",
+    "  running each revision twice is safe: passed",
     "  models equal the DDL at head: passed",
     "  downgrade to base, one revision at a time, leaving no trace:",
     f"    {HEAD} -> {SECOND} OK",
@@ -83,9 +111,8 @@ PASSED_LINES = (
     f"    {BASELINE} -> base OK",
     "    result: passed",
     "  upgrade to head again: passed",
-    "  running each revision twice is safe: passed",
     "  the ledger is fresh: passed",
-    "All 7 checks passed.",
+    "All 8 checks passed.",
 )
 
 
@@ -345,6 +372,10 @@ def lines(text: str) -> list[str]:
     return text.splitlines()
 
 
+def reasons(report: dict[str, Any]) -> dict[str, str | None]:
+    return {check["name"]: check["reason"] for check in report["checks"]}
+
+
 def statuses(report: dict[str, Any]) -> dict[str, str]:
     return {check["name"]: check["status"] for check in report["checks"]}
 
@@ -401,7 +432,7 @@ def test_json_report_on_postgresql(runs: Runs, pg_server: URL) -> None:
     assert report["ledger_written"] is False
     assert [check["name"] for check in report["checks"]] == list(CHECKS)
     for check in report["checks"]:
-        assert list(check) == ["name", "title", "status", "seconds", "problems"]
+        assert list(check) == ["name", "title", "status", "seconds", "problems", "reason", "notes"]
         assert check["title"] == TITLES[check["name"]]
         assert check["status"] == "passed"
         assert check["problems"] == []
@@ -475,6 +506,8 @@ def test_downgrade_that_leaves_a_column(runs: Runs) -> None:
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
         "downgrade": "failed",
+        # It would upgrade from the trace the downgrade left.
+        "upgrade_again": "skipped",
         "ledger_fresh": "failed",
     }
     assert problems(report) == {
@@ -493,7 +526,7 @@ def test_two_heads(runs: Runs) -> None:
     assert lines(outcome.result.stdout) == [
         "  single head and an intact chain: FAILED",
         f"    - 2 heads: {heads[1]}, {heads[2]}; merge them with `alembic merge heads`",
-        *(f"  {TITLES[name]}: skipped" for name in CHECKS[1:]),
+        *(f"  {TITLES[name]}: skipped ({SKIPPED_BECAUSE[name]})" for name in CHECKS[1:]),
     ]
     assert outcome.result.stderr == ("Verification failed: single head and an intact chain.\n")
 
@@ -505,6 +538,8 @@ def test_revision_that_fails_when_applied_twice(runs: Runs) -> None:
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
         "idempotent": "failed",
+        # They would read what the second application made of the schema.
+        **dict.fromkeys(("models_match_ddl", "downgrade", "upgrade_again"), "skipped"),
         "ledger_fresh": "failed",
     }
     assert problems(report)["idempotent"] == [
@@ -520,6 +555,8 @@ def test_revision_that_fails_when_applied_twice_on_sqlite(runs: Runs) -> None:
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
         "idempotent": "failed",
+        # They would read what the second application made of the schema.
+        **dict.fromkeys(("models_match_ddl", "downgrade", "upgrade_again"), "skipped"),
         "ledger_fresh": "failed",
     }
     assert problems(report)["idempotent"] == [
@@ -558,11 +595,17 @@ def test_revision_that_changes_the_schema_when_applied_twice(runs: Runs) -> None
     ]
     assert statuses(report) == {
         **dict.fromkeys(CHECKS, "passed"),
-        # The second application's index stays until the downgrade.
-        "models_match_ddl": "failed",
+        # It inspects the database as it runs: there is no offline SQL to lint.
+        "lock_safety": "failed",
         "idempotent": "failed",
+        # The second application's index is on the scratch database: the checks that
+        # would read it are skipped, and say why, instead of failing because of it.
+        **dict.fromkeys(("models_match_ddl", "downgrade", "upgrade_again"), "skipped"),
         "ledger_fresh": "failed",
     }
+    assert reasons(report)["models_match_ddl"] == (
+        f"it needs {TITLES['idempotent']!r}, which failed"
+    )
 
 
 @pytest.mark.postgresql
@@ -604,8 +647,15 @@ def test_update_ledger_rewrites_the_stale_ledger(runs: Runs) -> None:
 @pytest.mark.postgresql
 def test_no_scratch_database_is_left(runs: Runs) -> None:
     outcomes = {name: runs(name) for name, job in JOBS.items() if job.dialect == "postgresql"}
-    # Only --keep's stays; two heads end before any is made.
-    assert runs.scratch_after == runs.scratch_before | {scratch_of(outcomes["pg_keep"])}
+    # Two heads end before any is made.
+    assert not SCRATCH_NAME.findall(outcomes["two_heads"].result.stdout)
+    kept = scratch_of(outcomes["pg_keep"])
+    # Only --keep's stays; two heads end before any is made. Other runs on the
+    # server (test workers, checkouts) may be using scratch databases of their
+    # own meanwhile: those are claimed, and not counted.
+    assert kept in runs.scratch_after
+    new = runs.scratch_after - runs.scratch_before - {kept}
+    assert abandoned_scratch_databases(runs.server, new) == set()
     for name, outcome in outcomes.items():
         if name not in ("two_heads", "pg_keep"):
             assert scratch_of(outcome) not in runs.scratch_after, name
@@ -675,6 +725,7 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
     assert stderr == "Interrupted: any open transaction was rolled back.\n", stderr
     assert lines(stdout) == [
         "  single head and an intact chain: passed",
+        f"  {TITLES['lock_safety']}: passed",
         f"Scratch database: {shown(pg_server.set(database=scratch))}",
         "  upgrade from empty to head, one revision at a time:",
         f"    {BASELINE} OK",
@@ -682,20 +733,19 @@ def test_sigint_mid_upgrade_drops_the_scratch_database(tmp_path: Path, pg_server
         f"    {HEAD} OK",
     ]
     assert scratch not in left
-    assert left == before
+    assert abandoned_scratch_databases(pg_server, left - before) == set()
 
 
 @pytest.mark.postgresql
 def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
-    role, password = "verify_nocreatedb", "x-Pass-1"
-    admin_execute(pg_server, f"DROP ROLE IF EXISTS {role}")
+    role, password = f"verify_nocreatedb_{uuid.uuid4().hex[:8]}", "x-Pass-1"
     admin_execute(pg_server, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     try:
         admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
         url = pg_server.set(username=role, password=password)
-        before = scratch_databases(pg_server)
         process = subprocess.Popen(**command(PROJECT, tmp_path / "tmp", url))
         stdout, stderr = process.communicate(timeout=COMMAND_TIMEOUT)
+        owned = databases_owned_by(pg_server, role)
     finally:
         admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
         admin_execute(pg_server, f"DROP ROLE {role}")
@@ -705,7 +755,27 @@ def test_user_without_createdb(tmp_path: Path, pg_server: URL) -> None:
         f"CommandError: user {role} may not create databases on {server}: the scratch database "
         "needs the CREATEDB right (ALTER ROLE ... CREATEDB)\n"
     )
-    assert stdout == "  single head and an intact chain: passed\n"
+    assert stdout == (
+        f"  single head and an intact chain: passed\n  {TITLES['lock_safety']}: passed\n"
+    )
     assert password not in stdout + stderr
     assert django_url(url) not in stdout + stderr
-    assert scratch_databases(pg_server) == before
+    # Nothing was made (other runs on the server make their own meanwhile).
+    assert owned == []
+
+
+def databases_owned_by(server: URL, role: str) -> list[str]:
+    engine = sa.create_engine(server, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return list(
+                connection.execute(
+                    sa.text(
+                        "SELECT datname FROM pg_database "
+                        "WHERE datdba = (SELECT oid FROM pg_roles WHERE rolname = :role)"
+                    ),
+                    {"role": role},
+                ).scalars()
+            )
+    finally:
+        engine.dispose()

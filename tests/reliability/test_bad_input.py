@@ -46,6 +46,10 @@ from tests.support.states import (
     project_copy,
 )
 
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 SECRET = "Secr3t-pw"
 PER_COMMAND_TIMEOUT = 120
 NOTHING = "nothing was changed"

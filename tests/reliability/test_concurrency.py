@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL, Engine
 from tests.support.catalog import catalog
 from tests.support.commands import shown, spawn, wait_for
 from tests.support.deploys import TIMED_OUT, WAITING, Deploy, work_done
+from tests.support.rounds import concurrency_rounds
 from tests.support.rows import data_checksums, production_database
 from tests.support.sessions import advisory_locks, command_sessions
 from tests.support.states import (
@@ -38,7 +39,6 @@ from tests.support.states import (
 )
 
 DEPLOYS = 16
-ROUNDS = 4
 SHORT_TIMEOUT = "0.5"
 SEED = 20261127
 # data_checksums of the domain tables holding no rows.
@@ -167,13 +167,25 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("round_number", range(ROUNDS))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The rounds: all of them (ROUNDS) by default and under CI=true, fewer with
+    # --concurrency-rounds N.
+    if "round_number" in metafunc.fixturenames:
+        metafunc.parametrize("round_number", range(concurrency_rounds(metafunc.config)))
+
+
+# Sixteen processes a round: the rounds run one at a time, on one test worker,
+# so that no two of them share the machine or the server's connections.
+pytestmark = pytest.mark.xdist_group("concurrency")
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_sixteen_upgrades_at_once_apply_once_and_all_succeed(
-    scenario, round_number, pg_url, pg_engine, revision_catalogs
+    scenario, round_number, pg_copy, revision_catalogs
 ):
     case = SCENARIOS[scenario]
-    case.prepare(pg_engine)
+    # Copied from a template built once: 100,000 rows take seconds to load.
+    pg_url, pg_engine = pg_copy(f"concurrency {scenario}", case.prepare)
     data_before = data_checksums(pg_engine) if scenario != "empty" else NO_ROWS
     rng = random.Random(f"{SEED}:{scenario}:{round_number}")
 
@@ -185,9 +197,8 @@ def test_sixteen_upgrades_at_once_apply_once_and_all_succeed(
     assert_left_clean(pg_engine, revision_catalogs, data_before)
 
 
-@pytest.mark.parametrize("round_number", range(ROUNDS))
 def test_sixteen_upgrades_racing_a_stamp_agree_on_one_version(
-    round_number, pg_url, pg_engine, revision_catalogs
+    round_number, pg_copy, revision_catalogs
 ):
     """The deployed schema with the head's changes typed by hand, 100,000 rows, unversioned.
 
@@ -195,7 +206,7 @@ def test_sixteen_upgrades_racing_a_stamp_agree_on_one_version(
     first records the head (the stamp, or an upgrade baselining there), and
     every other process finds the database at the head.
     """
-    _production_at_head(pg_engine)
+    pg_url, pg_engine = pg_copy("concurrency production at head", _production_at_head)
     data_before = data_checksums(pg_engine)
     rng = random.Random(f"{SEED}:stamp:{round_number}")
     commands = modes(rng)

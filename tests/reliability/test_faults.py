@@ -14,7 +14,8 @@ command must then say in one line what failed and where the database stands.
 
 ``alembic_verify`` killed while its scratch database exists leaves it behind;
 the next run must drop it, and never drop the scratch database of a run that
-is still going.
+is still going. These clean-up tests run on the suite's private cluster
+(``password_server``), where no other run makes or drops scratch databases.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from tests.support.migrate import run
 from tests.support.rows import data_checksums, production_database, seed_sql
 from tests.support.server import (
     admin_execute,
-    create_pg_database,
     drop_pg_database,
     scratch_databases,
 )
@@ -69,6 +69,11 @@ from tests.support.states import (
     scalar,
     versions,
 )
+from tests.support.templates import Templates
+
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("faults")
 
 SLEEP_SECONDS = 3
 # Sleeps at the end of the head revision, after its indexes are built, only
@@ -142,16 +147,8 @@ class Trial:
     note: str = ""
 
 
-@contextmanager
-def trial_database(pg_server: URL, kind: str, materials: int = MATERIALS) -> Iterator[Trial]:
-    """A new database of ``kind``, dropped afterwards.
-
-    ``production``: the deployed schema, unversioned, with rows. ``behind``:
-    migrated to the baseline, versioned, with the same rows.
-    """
-    url = create_pg_database(pg_server)
-    engine = create_engine(url)
-    try:
+def _trial_template(kind: str, materials: int) -> Callable[[Engine], None]:
+    def build(engine: Engine) -> None:
         if kind == "production":
             production_database(engine, materials=materials, jobs=JOBS)
         else:
@@ -159,10 +156,25 @@ def trial_database(pg_server: URL, kind: str, materials: int = MATERIALS) -> Ite
             with IN_PROCESS_ALEMBIC:
                 run(engine, "upgrade", BASELINE)
             execute(engine, *seed_sql(jobs=JOBS, materials=materials), "ANALYZE")
+
+    return build
+
+
+@contextmanager
+def trial_database(templates: Templates, kind: str, materials: int = MATERIALS) -> Iterator[Trial]:
+    """A new database of ``kind``, dropped afterwards.
+
+    ``production``: the deployed schema, unversioned, with rows. ``behind``:
+    migrated to the baseline, versioned, with the same rows. Each is copied
+    from a template built once.
+    """
+    url = templates.copy(f"faults {kind} {materials}", _trial_template(kind, materials))
+    engine = create_engine(url)
+    try:
         yield Trial(url, engine, kind, catalog(engine), versions(engine), data_checksums(engine))
     finally:
         engine.dispose()
-        drop_pg_database(pg_server, url)
+        drop_pg_database(templates.server, url)
 
 
 @pytest.fixture(scope="module")
@@ -238,12 +250,14 @@ def run_trials(phase: str, seed: int, count: int, trial: Callable[[random.Random
 
 
 @pytest.mark.parametrize("phase", ["at_start", "during_django_start_up", "connected"])
-def test_sigkill_before_the_lock_leaves_a_whole_revision(phase, seed, pg_server, revision_catalogs):
+def test_sigkill_before_the_lock_leaves_a_whole_revision(
+    phase, seed, pg_server, pg_templates, revision_catalogs
+):
     """Killed while Python or Django starts, or just after connecting (lock, classification)."""
 
     def trial(rng: random.Random, name: str) -> str:
         kind = rng.choice(["production", "behind"])
-        with trial_database(pg_server, kind) as db:
+        with trial_database(pg_templates, kind) as db:
             process = spawn("alembic_upgrade", database_url=db.url)
             if phase == "connected":
                 wait_for(lambda: upgrade_sessions(db.engine), 60, "the command to connect")
@@ -260,10 +274,12 @@ def test_sigkill_before_the_lock_leaves_a_whole_revision(phase, seed, pg_server,
     run_trials(phase, seed, TRIALS_PER_PHASE, trial)
 
 
-def test_sigkill_while_waiting_for_the_lock_changes_nothing(seed, pg_server, revision_catalogs):
+def test_sigkill_while_waiting_for_the_lock_changes_nothing(
+    seed, pg_server, pg_templates, revision_catalogs
+):
     def trial(rng: random.Random, name: str) -> str:
         kind = rng.choice(["production", "behind"])
-        with trial_database(pg_server, kind) as db:
+        with trial_database(pg_templates, kind) as db:
             with deploy_lock_held(db.engine) as holder:
                 process = spawn("alembic_upgrade", database_url=db.url, PYTHONUNBUFFERED="1")
                 line = process.stdout.readline().rstrip("\n")
@@ -289,13 +305,13 @@ def test_sigkill_while_waiting_for_the_lock_changes_nothing(seed, pg_server, rev
 
 
 def test_sigkill_mid_revision_rolls_the_revision_back_whole(
-    seed, pg_server, revision_catalogs, sleeping_head
+    seed, pg_server, pg_templates, revision_catalogs, sleeping_head
 ):
     """Killed while the head revision sleeps, its indexes built but not committed."""
 
     def trial(rng: random.Random, name: str) -> str:
         kind = rng.choice(["production", "behind"])
-        with trial_database(pg_server, kind) as db:
+        with trial_database(pg_templates, kind) as db:
             process = spawn("alembic_upgrade", database_url=db.url, **sleeping_head.env)
             try:
                 wait_for(lambda: sleeping_backend(db.engine), 60, "the head revision's sleep")
@@ -315,11 +331,13 @@ def test_sigkill_mid_revision_rolls_the_revision_back_whole(
     run_trials("mid_revision", seed, TRIALS_PER_PHASE, trial)
 
 
-def test_sigkill_at_a_random_point_of_a_long_upgrade(seed, pg_server, revision_catalogs):
+def test_sigkill_at_a_random_point_of_a_long_upgrade(
+    seed, pg_server, pg_templates, revision_catalogs
+):
     """A production database with more rows, killed at a random moment of the whole run."""
 
     def trial(rng: random.Random, name: str) -> str:
-        with trial_database(pg_server, "production", materials=150_000) as db:
+        with trial_database(pg_templates, "production", materials=150_000) as db:
             process = spawn("alembic_upgrade", database_url=db.url)
             wait_for(lambda: upgrade_sessions(db.engine), 60, "the command to connect")
             delay = rng.uniform(0.0, 1.2)
@@ -357,7 +375,7 @@ COMMITTED_LINES = {
 
 
 def test_sigkill_between_revisions_keeps_every_revision_reported_done(
-    seed, pg_server, revision_catalogs
+    seed, pg_server, pg_templates, revision_catalogs
 ):
     """Killed as soon as a line says a step is done: that step must be in the database."""
 
@@ -365,7 +383,7 @@ def test_sigkill_between_revisions_keeps_every_revision_reported_done(
         kind = rng.choice(["production", "behind"])
         steps = 3 if kind == "production" else 2  # the baseline, then each revision
         after = rng.randrange(1, steps + 1)
-        with trial_database(pg_server, kind) as db:
+        with trial_database(pg_templates, kind) as db:
             process = spawn("alembic_upgrade", database_url=db.url, PYTHONUNBUFFERED="1")
             read = [process.stdout.readline().rstrip("\n") for _ in range(after)]
             kill(process)
@@ -384,9 +402,9 @@ def test_sigkill_between_revisions_keeps_every_revision_reported_done(
 
 
 def test_connection_terminated_mid_revision_is_one_clear_line(
-    pg_server, revision_catalogs, sleeping_head
+    pg_server, pg_templates, revision_catalogs, sleeping_head
 ):
-    with trial_database(pg_server, "behind") as trial:
+    with trial_database(pg_templates, "behind") as trial:
         process = spawn("alembic_upgrade", database_url=trial.url, **sleeping_head.env)
         backend = wait_for(lambda: sleeping_backend(trial.engine), 60, "the head revision's sleep")
         terminate(trial.engine, backend)
@@ -404,9 +422,9 @@ def test_connection_terminated_mid_revision_is_one_clear_line(
 
 
 def test_connection_terminated_while_waiting_for_the_lock_is_one_clear_line(
-    pg_server, revision_catalogs
+    pg_server, pg_templates, revision_catalogs
 ):
-    with trial_database(pg_server, "production") as trial:
+    with trial_database(pg_templates, "production") as trial:
         with deploy_lock_held(trial.engine) as holder:
             process = spawn("alembic_upgrade", database_url=trial.url, PYTHONUNBUFFERED="1")
             line = process.stdout.readline().rstrip("\n")
@@ -474,30 +492,41 @@ def claimed(server_engine: Engine, name: str) -> bool:
 
 
 @pytest.fixture
-def server_engine(pg_server: URL) -> Iterator[Engine]:
-    engine = create_engine(pg_server)
+def scratch_server(password_server: URL) -> URL:
+    """The server of the clean-up tests: the private cluster, which no other run uses.
+
+    They look at every scratch database on their server, and on the shared
+    one other runs (test workers, other checkouts) make and drop theirs
+    meanwhile, and their verify runs drop abandoned ones too.
+    """
+    return password_server
+
+
+@pytest.fixture
+def server_engine(scratch_server: URL) -> Iterator[Engine]:
+    engine = create_engine(scratch_server)
     yield engine
     engine.dispose()
 
 
 def test_a_killed_verifys_scratch_database_is_dropped_by_the_next_run(
-    pg_server, server_engine, sleeping_verify
+    scratch_server, server_engine, sleeping_verify
 ):
-    before = scratch_databases(pg_server)
-    process = spawn("alembic_verify", database_url=pg_server, **sleeping_verify.env)
+    before = scratch_databases(scratch_server)
+    process = spawn("alembic_verify", database_url=scratch_server, **sleeping_verify.env)
     scratch = None
     try:
         scratch = wait_for(lambda: sleeping_scratch(server_engine), 60, "a scratch database")
         assert claimed(server_engine, scratch)
         kill(process)
         # SIGKILL skips every finally: the database stays, its claim goes with the session.
-        assert scratch in scratch_databases(pg_server)
+        assert scratch in scratch_databases(scratch_server)
         wait_for(lambda: not claimed(server_engine, scratch), 30, "the killed run's claim to go")
 
-        result = manage("alembic_verify", database_url=pg_server)
+        result = manage("alembic_verify", database_url=scratch_server)
 
         assert (result.returncode, result.stderr) == (0, ""), result.stdout
-        left = scratch_databases(pg_server)
+        left = scratch_databases(scratch_server)
         assert scratch not in left
         assert left <= before
     finally:
@@ -505,35 +534,37 @@ def test_a_killed_verifys_scratch_database_is_dropped_by_the_next_run(
             process.kill()
             process.communicate()
         if scratch is not None:
-            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            admin_execute(scratch_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 def test_a_running_verifys_scratch_database_survives_another_verify(
-    pg_server, server_engine, sleeping_verify
+    scratch_server, server_engine, sleeping_verify
 ):
-    before = scratch_databases(pg_server)
+    before = scratch_databases(scratch_server)
     # The sleeping revision is not in the copy's ledger: --update-ledger records it.
     first = spawn(
-        "alembic_verify", "--update-ledger", database_url=pg_server, **sleeping_verify.env
+        "alembic_verify", "--update-ledger", database_url=scratch_server, **sleeping_verify.env
     )
     scratch = None
     try:
         scratch = wait_for(lambda: sleeping_scratch(server_engine), 60, "a scratch database")
 
-        second = manage("alembic_verify", database_url=pg_server)
+        second = manage("alembic_verify", database_url=scratch_server)
 
         assert (second.returncode, second.stderr) == (0, ""), second.stdout
-        assert scratch in scratch_databases(pg_server)
+        if first.poll() is None:  # on a slow machine the first may have finished meanwhile
+            assert scratch in scratch_databases(scratch_server)
+        # Its own scratch database dropped under it, the first run could not pass.
         stdout, stderr = first.communicate(timeout=120)
         assert (first.returncode, stderr) == (0, ""), stdout
         assert f"    {SLEEPER} OK" in stdout.splitlines()
-        assert scratch_databases(pg_server) <= before
+        assert scratch_databases(scratch_server) <= before
     finally:
         if first.poll() is None:
             first.kill()
             first.communicate()
         if scratch is not None:
-            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
+            admin_execute(scratch_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
 
 
 # -- "OK" means committed ---------------------------------------------------------------------
@@ -555,11 +586,11 @@ SLOW_COMMIT_BODY = "\n    ".join(
 
 
 def test_a_revision_printed_ok_is_committed_even_when_its_commit_is_slow(
-    pg_server, revision_catalogs, tmp_path
+    pg_server, pg_templates, revision_catalogs, tmp_path
 ):
     copy = project_copy(tmp_path / "project")
     add_revision(copy, SLOW_COMMIT, HEAD, SLOW_COMMIT_BODY)
-    with trial_database(pg_server, "behind") as db:
+    with trial_database(pg_templates, "behind") as db:
         process = spawn("alembic_upgrade", database_url=db.url, PYTHONUNBUFFERED="1", **copy.env)
         read = [process.stdout.readline().rstrip("\n") for _ in range(3)]
         kill(process)
@@ -579,37 +610,46 @@ def test_a_revision_printed_ok_is_committed_even_when_its_commit_is_slow(
         assert rerun.stdout == f"No revisions to apply: {shown(db.url)} is at {SLOW_COMMIT}.\n"
 
 
+ROLE_PASSWORD = "Createdb-pw-3"
+
+
 @pytest.fixture
-def createdb_role(pg_server: URL) -> Iterator[URL]:
-    """Return the server's URL as a new role with CREATEDB but not superuser; drop it after."""
+def createdb_role(scratch_server: URL) -> Iterator[URL]:
+    """Return the scratch server as a new role with CREATEDB, not superuser; drop it after."""
     role = f"migsupport_test_createdb_{uuid.uuid4().hex[:8]}"
-    admin_execute(pg_server, f"CREATE ROLE {role} LOGIN CREATEDB")
-    admin_execute(pg_server, f'GRANT CONNECT ON DATABASE "{pg_server.database}" TO {role}')
+    admin_execute(scratch_server, f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{ROLE_PASSWORD}'")
+    admin_execute(
+        scratch_server, f'GRANT CONNECT ON DATABASE "{scratch_server.database}" TO {role}'
+    )
     try:
-        yield pg_server.set(username=role)
+        yield scratch_server.set(username=role, password=ROLE_PASSWORD)
     finally:
-        admin_execute(pg_server, f'REVOKE ALL ON DATABASE "{pg_server.database}" FROM {role}')
-        admin_execute(pg_server, f"DROP OWNED BY {role}")
-        admin_execute(pg_server, f"DROP ROLE {role}")
+        admin_execute(
+            scratch_server, f'REVOKE ALL ON DATABASE "{scratch_server.database}" FROM {role}'
+        )
+        admin_execute(scratch_server, f"DROP OWNED BY {role}")
+        admin_execute(scratch_server, f"DROP ROLE {role}")
 
 
-def test_the_cleanup_leaves_kept_databases_and_those_it_may_not_drop(pg_server, createdb_role):
+def test_the_cleanup_leaves_kept_databases_and_those_it_may_not_drop(scratch_server, createdb_role):
     role = createdb_role.username
     names = {what: f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:16]}" for what in ("own", "kept", "other")}
     try:
         # Abandoned (nobody claims them): the role's own, the role's kept one, the superuser's.
         for what, name in names.items():
-            admin_execute(pg_server, f'CREATE DATABASE "{name}"')
+            admin_execute(scratch_server, f'CREATE DATABASE "{name}"')
             if what != "other":
-                admin_execute(pg_server, f'ALTER DATABASE "{name}" OWNER TO {role}')
-        admin_execute(pg_server, f"COMMENT ON DATABASE \"{names['kept']}\" IS '{KEPT_COMMENT}'")
+                admin_execute(scratch_server, f'ALTER DATABASE "{name}" OWNER TO {role}')
+        admin_execute(
+            scratch_server, f"COMMENT ON DATABASE \"{names['kept']}\" IS '{KEPT_COMMENT}'"
+        )
 
         result = manage("alembic_verify", database_url=createdb_role)
 
         assert (result.returncode, result.stderr) == (0, ""), result.stdout
-        left = scratch_databases(pg_server)
+        left = scratch_databases(scratch_server)
         assert names["own"] not in left
         assert {names["kept"], names["other"]} <= left
     finally:
         for name in names.values():
-            admin_execute(pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin_execute(scratch_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

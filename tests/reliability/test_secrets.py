@@ -49,6 +49,10 @@ from tests.support.states import (
     write_third_revision,
 )
 
+# The tests here share module-scoped databases and batches of commands: they run on one
+# test worker, so that those are built once.
+pytestmark = pytest.mark.xdist_group("secrets")
+
 PASSWORDS = {"special": "p@ss:w/rd%Z9", "plain": "Plain-Secret-4xq"}
 LOCK_NAME = "alembic_version:default"
 ADDED = "cccc00000003"  # a revision that fails when applied a second time

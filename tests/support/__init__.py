@@ -9,6 +9,8 @@
 - ``rows``: rows in the deployed schema, and proof that they survived.
 - ``sessions``: the sessions and advisory locks the commands leave on the server.
 - ``cluster``: a private PostgreSQL cluster that checks passwords.
+- ``templates``: template databases, built once and copied for each test.
+- ``rounds``: how many concurrency rounds the reliability suite runs.
 - ``serve``: the project under gunicorn, as production serves it, and HTTP requests to it.
 
 Fixtures stay in the ``conftest.py`` files; they build on these modules.

@@ -15,6 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from migsupport.locking import advisory_key_parts
+from migsupport.scratch import KEPT_COMMENT, claim_key
 from migsupport.scratch import PREFIX as MIGSUPPORT_SCRATCH_PREFIX
 
 PG_SERVER_URL = os.environ.get(
@@ -89,6 +91,39 @@ def scratch_databases(server: URL) -> set[str]:
                 connection.execute(
                     sa.text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
                     {"prefix": f"{MIGSUPPORT_SCRATCH_PREFIX}%"},
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+
+
+def abandoned_scratch_databases(server: URL, names: set[str]) -> set[str]:
+    """Return which of ``names`` exist on ``server`` unclaimed, and not kept on purpose.
+
+    A scratch database a live run is using is claimed by its creator's
+    advisory lock (``migsupport.scratch``), so only the ones left behind by
+    runs that have ended are returned, whatever else runs on the server
+    meanwhile (other test workers, other checkouts).
+    """
+    if not names:
+        return set()
+    claims = [{"name": name, **advisory_key_parts(claim_key(name))} for name in sorted(names)]
+    values = ", ".join(f"(:name{i}, :high{i}, :low{i})" for i in range(len(claims)))
+    params = {f"{key}{i}": value for i, claim in enumerate(claims) for key, value in claim.items()}
+    engine = sa.create_engine(server, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return set(
+                connection.execute(
+                    sa.text(
+                        f"SELECT c.name FROM (VALUES {values}) AS c (name, high, low) "
+                        "JOIN pg_database d ON d.datname = c.name "
+                        "WHERE coalesce(shobj_description(d.oid, 'pg_database'), '') <> :kept "
+                        "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' "
+                        "AND l.granted AND l.classid = c.high::oid AND l.objid = c.low::oid "
+                        "AND l.objsubid = 1)"
+                    ),
+                    {**params, "kept": KEPT_COMMENT},
                 ).scalars()
             )
     finally:

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from migsupport import api
+from migsupport.events import Event, ReplayStarted, RevisionReplayed
 from migsupport.management.base import MigsupportCommand
 
 
@@ -51,12 +52,10 @@ class Command(MigsupportCommand):
             self.style.SUCCESS(f"{verb} {result.path} ({', '.join(result.dialects)}).")
         )
 
-    def _progress(self, event: str, data: dict[str, Any]) -> None:
-        if event == "replay_start" and self.verbosity >= 1:
+    def _progress(self, event: Event) -> None:
+        if isinstance(event, ReplayStarted) and self.verbosity >= 1:
             # A server dialect replays on a scratch database beside the alias's (direct) URL.
-            beside = f", beside {data['url']}" if data["dialect"] != "sqlite" else ""
-            self.stdout.write(
-                self.style.MIGRATE_HEADING(f"Replaying on {data['dialect']}{beside}:")
-            )
-        elif event == "replay_revision" and self.verbosity >= 1:
-            self.stdout.write(f"  {data['revision']}")
+            beside = f", beside {event.url}" if event.dialect != "sqlite" else ""
+            self.stdout.write(self.style.MIGRATE_HEADING(f"Replaying on {event.dialect}{beside}:"))
+        elif isinstance(event, RevisionReplayed) and self.verbosity >= 1:
+            self.stdout.write(f"  {event.revision}")

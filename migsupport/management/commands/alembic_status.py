@@ -10,7 +10,15 @@ from django.core.management.base import CommandParser
 
 from migsupport import api
 from migsupport.management.base import MigsupportCommand
-from migsupport.state import BEHIND, DRIFTED, EMPTY, UNKNOWN_REVISION, UNVERSIONED, UP_TO_DATE
+from migsupport.state import (
+    BEHIND,
+    DRIFTED,
+    EMPTY,
+    PARTIALLY_APPLIED,
+    UNKNOWN_REVISION,
+    UNVERSIONED,
+    UP_TO_DATE,
+)
 
 _SUMMARY = {
     EMPTY: "No Alembic-owned objects, and no recorded version.",
@@ -18,6 +26,10 @@ _SUMMARY = {
     BEHIND: "The schema equals the recorded version; newer revisions are pending.",
     DRIFTED: "A version is recorded, but the schema differs from it.",
     UNKNOWN_REVISION: "The recorded version is not in the revision scripts.",
+    PARTIALLY_APPLIED: (
+        "The schema is the recorded version plus part of the next revision: an interrupted "
+        "step outside its transaction (a concurrent index build)."
+    ),
 }
 
 _HINT = {
@@ -27,13 +39,14 @@ _HINT = {
     UNKNOWN_REVISION: (
         "A newer release may have migrated this database, or its revision script was deleted."
     ),
+    PARTIALLY_APPLIED: "Run `manage.py alembic_upgrade`: it resumes the interrupted revision.",
 }
 
 
 class Command(MigsupportCommand):
     help = (
-        "Report the state of a database: empty, up_to_date, behind, unversioned, drifted or "
-        "unknown_revision, with the proof. Read-only."
+        "Report the state of a database: empty, up_to_date, behind, unversioned, drifted, "
+        "unknown_revision or partially_applied, with the proof. Read-only."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -63,7 +76,7 @@ class Command(MigsupportCommand):
     def _render(self, result: api.StatusResult) -> None:
         report = result.report
         style = self.style
-        ok = report.state in (UP_TO_DATE, EMPTY, BEHIND) or (
+        ok = report.state in (UP_TO_DATE, EMPTY, BEHIND, PARTIALLY_APPLIED) or (
             report.state == UNVERSIONED and report.matches
         )
         state_style = style.SUCCESS if report.state == UP_TO_DATE else (
@@ -82,6 +95,8 @@ class Command(MigsupportCommand):
             self.stdout.write(f"  Matches:  {report.matches}")
         if report.nearest:
             self.stdout.write(f"  Nearest:  {report.nearest}")
+        if report.partial:
+            self.stdout.write(f"  Partial:  {report.partial} (part of it is in place)")
         ledger = report.ledger if report.schema_source != "replay" else "stale, replayed"
         self.stdout.write(f"  Ledger:   {ledger}")
         for problem in report.ledger_problems:

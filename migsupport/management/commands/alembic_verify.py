@@ -9,8 +9,9 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from migsupport import api
+from migsupport.events import CheckFinished, CheckStarted, Event, RevisionChecked, ScratchCreated
 from migsupport.management.base import MigsupportCommand
-from migsupport.verify import DOWNGRADE, FAILED, PASSED, SKIPPED, UPDATED, UPGRADE
+from migsupport.verify import DOWNGRADE, FAILED, PASSED, SKIPPED, TITLES, UPDATED, UPGRADE
 
 # Checks that report a line per revision.
 _STEPPED = (UPGRADE, DOWNGRADE)
@@ -19,8 +20,9 @@ _STEPPED = (UPGRADE, DOWNGRADE)
 class Command(MigsupportCommand):
     help = (
         "Verify the migration history on a scratch database beside --database, always dropped "
-        "afterwards: a single head, upgrade step by step (each revision twice), models equal "
-        "the DDL, downgrade step by step leaving no trace, upgrade again, a fresh ledger."
+        "afterwards: a single head, no revision taking a lock that blocks production (squawk), "
+        "upgrade step by step (each revision twice), models equal the DDL, downgrade step by "
+        "step leaving no trace, upgrade again, a fresh ledger."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -37,6 +39,7 @@ class Command(MigsupportCommand):
 
     def run(self, *args: Any, **options: Any) -> None:
         self.json = options["json"]
+        self.stepping: str | None = None
         report = api.verify(
             options["database"],
             keep=options["keep"],
@@ -52,39 +55,47 @@ class Command(MigsupportCommand):
         if not report.passed:
             sys.exit(1)
 
-    def _progress(self, event: str, data: dict[str, Any]) -> None:
+    def _progress(self, event: Event) -> None:
         style = self.style
-        if event == "scratch":
-            kept = " (kept)" if data["keep"] else ""
-            self.stdout.write(style.MIGRATE_HEADING(f"Scratch database: {data['url']}{kept}"))
-        elif event == "check_start" and data["name"] in _STEPPED:
-            self.stdout.write(f"  {data['title']}:")
-        elif event == "revision" and self.verbosity >= 1:
-            if data["check"] == DOWNGRADE:
-                step = f"{data['revision']} -> {data['below']}"
+        if isinstance(event, ScratchCreated):
+            kept = " (kept)" if event.keep else ""
+            self.stdout.write(style.MIGRATE_HEADING(f"Scratch database: {event.url}{kept}"))
+        elif isinstance(event, CheckStarted) and event.name in _STEPPED:
+            self.stepping = event.name
+        elif isinstance(event, RevisionChecked) and self.verbosity >= 1:
+            if self.stepping == event.check:
+                # The stepped check's title heads its revision lines, once it has some.
+                self.stdout.write(f"  {TITLES[event.check]}:")
+                self.stepping = None
+            if event.check == DOWNGRADE:
+                step = f"{event.revision} -> {event.below}"
             else:
-                step = data["revision"]
-            outcome = style.SUCCESS("OK") if data["ok"] else style.ERROR("FAILED")
-            if data.get("idempotent") is False:
+                step = event.revision
+            outcome = style.SUCCESS("OK") if event.ok else style.ERROR("FAILED")
+            if event.idempotent is False:
                 outcome += style.ERROR(" (not safe to apply twice)")
-            timing = f" ({data['seconds']:.3f}s)" if self.verbosity >= 2 else ""
+            timing = f" ({event.seconds:.3f}s)" if self.verbosity >= 2 else ""
             self.stdout.write(f"    {step} {outcome}{timing}")
-        elif event == "check_end":
-            result = data["result"]
+        elif isinstance(event, CheckFinished):
+            result = event.result
             label = {
                 PASSED: style.SUCCESS("passed"),
                 FAILED: style.ERROR("FAILED"),
                 SKIPPED: style.WARNING("skipped"),
                 UPDATED: style.WARNING("ledger rewritten"),
             }[result.status]
+            if result.reason:
+                label += f" ({result.reason})"
             timing = f" ({result.seconds:.3f}s)" if self.verbosity >= 2 else ""
             # A stepped check's title heads its revision lines already.
-            title = "    result" if result.name in _STEPPED and result.status != SKIPPED else (
-                f"  {result.title}"
-            )  # fmt: skip
+            stepped = result.name in _STEPPED and self.stepping != result.name
+            title = "    result" if stepped else f"  {result.title}"
+            self.stepping = None
             self.stdout.write(f"{title}: {label}{timing}")
             for problem in result.problems:
                 self.stdout.write(f"    - {problem}")
+            for note in result.notes:
+                self.stdout.write(style.WARNING(f"    - {note}"))
 
     def _summary(self, report: Any) -> None:
         failed = [c for c in report.checks if c.status == FAILED]
