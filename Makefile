@@ -1,5 +1,6 @@
 # Two entry points: `make demo` and `make test`. Both set up .venv from
-# requirements.txt first, so a fresh checkout needs nothing else.
+# requirements.txt first, so a fresh checkout needs nothing else. `make serve`
+# runs the project as production does.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,6 +12,8 @@ INSTALLED := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export TEST_DATABASE_URL
 DEMO_ADDR ?= 127.0.0.1:8000
+# Where `make serve` listens; 0.0.0.0:8000 in a container.
+SERVE_ADDR ?= 127.0.0.1:8000
 # Test workers (pytest-xdist). Tests that share a module's databases, and the
 # concurrency rounds, stay together on one worker (--dist loadgroup).
 TEST_WORKERS ?= 2
@@ -18,7 +21,7 @@ PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 # More pytest options for both passes, e.g. PYTEST_ARGS="--concurrency-rounds 1".
 PYTEST_ARGS ?=
 
-.PHONY: install demo test verify lint
+.PHONY: install demo serve test verify lint
 
 install: $(INSTALLED)
 
@@ -33,6 +36,12 @@ $(INSTALLED): requirements.txt
 demo: $(INSTALLED)
 	DEBUG=true $(BIN)/python manage.py demo --addr $(DEMO_ADDR)
 	DEBUG=true $(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+# gunicorn on the configured database (DATABASE_URL, SECRET_KEY... from the
+# environment or .env), with the static files collected for whitenoise.
+serve: $(INSTALLED)
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	$(BIN)/gunicorn config.wsgi --bind $(SERVE_ADDR)
 
 # The whole suite on SQLite (with the PostgreSQL tests on their own scratch
 # databases), then the tests that use Django's own test database once more,

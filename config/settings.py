@@ -8,6 +8,7 @@ so a fresh checkout works at once; PostgreSQL is the production target.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,6 +37,38 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 
+
+def _proxy_ssl_header(value: str) -> tuple[str, str] | None:
+    """``X-Forwarded-Proto: https`` as Django's SECURE_PROXY_SSL_HEADER, or None if empty."""
+    if not value.strip():
+        return None
+    name, colon, expected = value.partition(":")
+    if not colon or not name.strip() or not expected.strip():
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER {value!r} is not 'Header-Name: value', "
+            "e.g. 'X-Forwarded-Proto: https'"
+        )
+    return "HTTP_" + name.strip().upper().replace("-", "_"), expected.strip()
+
+
+# Security. With DEBUG off every default is the production-safe one; each
+# can be set from the environment. `manage.py check --deploy` checks them.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+# A readiness probe speaks plain HTTP to the instance itself.
+SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+# Opting in to browsers' preload lists is hard to undo: never by default.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# The origins (https://admin.example.com) a proxy may put before the admin's forms.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# Behind a proxy that terminates TLS: the header it sets, and only it may
+# set ("X-Forwarded-Proto: https"). Empty: requests are secure only if they
+# reach Django over TLS.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("SECURE_PROXY_SSL_HEADER", default=""))
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -43,12 +76,15 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "health_check",
     "migsupport",
     "materials",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the collected static files (the admin's CSS) under gunicorn.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -208,6 +244,8 @@ MIGRATION_MODULES = {"materials": None}
 
 # Apps whose models Alembic owns. migsupport derives Alembic's metadata from them.
 MIGSUPPORT_APPS = ["materials"]
+# How long the readiness probe (/health/) keeps the database's state.
+MIGSUPPORT_HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=10)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -222,7 +260,17 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Filled by `manage.py collectstatic` (`make serve` runs it), served by whitenoise.
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+if DEBUG:
+    # runserver serves the files from the apps (whitenoise too, with DEBUG):
+    # nothing needs collecting, so a missing STATIC_ROOT is no news.
+    warnings.filterwarnings("ignore", message="No directory at")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Compressed copies and content-hashed names, which browsers may cache forever.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -232,5 +280,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
         "alembic": {"handlers": ["console"], "level": env("ALEMBIC_LOG_LEVEL", default="WARNING")},
+        # django-health-check logs each failed check with a traceback: a
+        # readiness probe fails every few seconds during a deploy. The reason,
+        # in one line, comes from migsupport.health; errors still show.
+        "health_check": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        "migsupport.health": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },
 }

@@ -31,6 +31,8 @@ _EXPORTS = {
     "target_metadata": "migsupport.bridge",
     "EnumField": "migsupport.fields",
     "Index": "migsupport.fields",
+    "MigrationState": "migsupport.health",
+    "ReadinessView": "migsupport.health",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -173,3 +173,20 @@ def large_table_rows() -> int:
     ``MIGSUPPORT_LARGE_TABLE_ROWS``; defaults to 100,000.
     """
     return int(getattr(settings, "MIGSUPPORT_LARGE_TABLE_ROWS", 100_000))
+
+
+def health_cache_seconds() -> float:
+    """Return how long the readiness probe keeps a database's state, in seconds.
+
+    ``MIGSUPPORT_HEALTH_CACHE_SECONDS``; defaults to 10. 0 reads the state on
+    every probe.
+    """
+    return float(getattr(settings, "MIGSUPPORT_HEALTH_CACHE_SECONDS", 10))
+
+
+def health_cache() -> str:
+    """Return the alias of the Django cache the readiness probe keeps states in.
+
+    ``MIGSUPPORT_HEALTH_CACHE``; defaults to ``default``.
+    """
+    return getattr(settings, "MIGSUPPORT_HEALTH_CACHE", "default")

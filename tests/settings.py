@@ -1,4 +1,4 @@
-"""Settings for the test suite: the project's own, with a throwaway secret.
+"""Settings for the test suite: the project's own, with a throwaway secret and no HTTPS redirect.
 
 Everything else (DATABASE_URL included) comes from the environment exactly
 as in production, so the suite runs on SQLite by default and on PostgreSQL
@@ -13,9 +13,21 @@ import uuid
 os.environ.setdefault("SECRET_KEY", "tests-only-not-secret")
 
 from config.settings import *  # noqa: F403
-from config.settings import DATABASES
+from config.settings import DATABASES, STORAGES
 
 TEST_DATABASE_PREFIX = "test_materials_"
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["TEST"] = {"NAME": f"{TEST_DATABASE_PREFIX}{uuid.uuid4().hex[:12]}"}
+
+# Django's test client and live server speak plain HTTP; tests/test_serve.py
+# runs the production settings, redirect included, under gunicorn.
+SECURE_SSL_REDIRECT = False
+
+# The pages under test render {% static %} without a collectstatic first, and
+# the finders serve the files (whitenoise would warn of a missing STATIC_ROOT).
+STATIC_ROOT = None
+STORAGES = {
+    **STORAGES,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,18 +19,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from materials.admin import (
-    CONFIDENCE_RANGES,
-    INLINE_MATERIALS_LIMIT,
-    STATUS_COLOURS,
-    distinct_values,
-    estimated_count_sql,
-    estimated_table_count,
-    format_duration,
-    is_unfiltered,
-    status_badge,
-    summarize_materials,
-)
+from materials.admin.display import STATUS_COLOURS, format_duration, short_id, status_badge
+from materials.admin.filters import distinct_values
+from materials.admin.options import CONFIDENCE_RANGES, INLINE_MATERIALS_LIMIT
+from materials.admin.views.main import sorted_after_filtering
+from materials.estimates import estimated_count_sql, estimated_table_count, is_unfiltered
 from materials.models import DetectedMaterial, JobStatus, MaterialDetectionJob
 
 MATERIALS_LIST = reverse("admin:materials_detectedmaterial_changelist")
@@ -110,6 +106,31 @@ def superuser_client(client: Client) -> Client:
     return client
 
 
+# Layout
+
+MODEL_AGNOSTIC = (
+    "materials.estimates",
+    "materials.admin.charts",
+    "materials.admin.filters",
+    "materials.admin.utils",
+    "materials.admin.views.main",
+)
+
+
+@pytest.mark.parametrize("module", MODEL_AGNOSTIC)
+def test_model_agnostic_modules_import_no_model(module: str) -> None:
+    tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+
+    project = {name for name in imported if name and name.split(".")[0] == "materials"}
+    assert project <= set(MODEL_AGNOSTIC), project
+
+
 # Access
 
 
@@ -149,8 +170,14 @@ def test_viewer_sees_every_material_with_its_job(viewer_client: Client, sample) 
     content = response.content.decode()
     for name in sample["materials"]:
         assert name in content
-    # The job column links to the job's admin page and shows its status.
-    assert f'<a href="{job_change_url(sample["failed"])}">{sample["failed"].pk}</a>' in content
+    # The job column links to the job's admin page, by a short id with the
+    # whole one on hover, and shows its status.
+    failed = sample["failed"].pk
+    assert (
+        f'<a href="{job_change_url(sample["failed"])}"><span class="short-id" title="{failed}" '
+        f'style="font-family: monospace; white-space: nowrap;">{str(failed)[:8]}</span></a>'
+    ) in content
+    assert f">{failed}<" not in content
     assert "Failed" in content
     # Read-only: no add button, no bulk actions.
     assert reverse("admin:materials_detectedmaterial_add") not in content
@@ -165,6 +192,25 @@ def test_jobs_list_shows_every_job(viewer_client: Client, sample) -> None:
     listed = {job.pk for job in response.context["cl"].result_list}
     assert listed == {sample["done"].pk, sample["other"].pk, sample["failed"].pk}
     assert reverse("admin:materials_materialdetectionjob_add") not in response.content.decode()
+
+
+def test_short_id_keeps_the_whole_id_for_the_tooltip() -> None:
+    job_id = uuid.UUID("8a872ef2-ceec-46e1-8b49-76ac3b0afda0")
+
+    assert short_id(job_id) == (
+        '<span class="short-id" title="8a872ef2-ceec-46e1-8b49-76ac3b0afda0" '
+        'style="font-family: monospace; white-space: nowrap;">8a872ef2</span>'
+    )
+
+
+@pytest.mark.django_db
+def test_job_list_shows_short_ids_linking_to_each_job(viewer_client: Client, sample) -> None:
+    content = viewer_client.get(JOBS_LIST).content.decode()
+
+    for job in (sample["done"], sample["other"], sample["failed"]):
+        link = f'<th class="field-short_id"><a href="{job_change_url(job)}">{short_id(job.pk)}</a>'
+        assert link in content
+        assert f">{job.pk}<" not in content
 
 
 # Filters and search
@@ -610,6 +656,27 @@ def test_date_hierarchy_follows_the_filters(viewer_client: Client, dated) -> Non
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("few_rows", [2000, 0], ids=["over the rows found", "by probes"])
+def test_date_hierarchy_of_a_filtered_list_at_every_level(
+    viewer_client: Client, dated, monkeypatch: pytest.MonkeyPatch, few_rows: int
+) -> None:
+    monkeypatch.setattr("materials.admin.views.main.FEW_ROWS", few_rows)
+    # Every dated row has confidence 0.9: filtered, but all four of them.
+    filtered = {"confidence": "0.8-0.95"}
+
+    response, years, _ = hierarchy(viewer_client, **filtered)
+    _, months, _ = hierarchy(viewer_client, created_at__year="2024", **filtered)
+    _, days, _ = hierarchy(
+        viewer_client, created_at__year="2024", created_at__month="3", **filtered
+    )
+
+    assert response.context["cl"].few_rows is bool(few_rows)
+    assert years == ["2024", "2026"]
+    assert months == ["March 2024", "July 2024"]
+    assert days == ["March 5", "March 20"]
+
+
+@pytest.mark.django_db
 def test_date_hierarchy_of_one_month_starts_at_its_days(
     viewer_client: Client, make_job, make_material
 ) -> None:
@@ -634,23 +701,142 @@ def test_date_hierarchy_of_nothing_is_empty(viewer_client: Client, dated) -> Non
 # Sorting
 
 
+def names(response: Any) -> list[str]:
+    return [m.material_name for m in response.context["cl"].result_list]
+
+
 @pytest.mark.django_db
-def test_only_the_creation_date_sorts(viewer_client: Client, dated) -> None:
+def test_only_the_indexed_columns_sort(viewer_client: Client, dated) -> None:
     newest_first = ["late", "summer", "mid-march", "early"]
 
     default = viewer_client.get(MATERIALS_LIST)
-    # "o" holds list_display indexes: 0 is material_name, 5 created_at.
+    # "o" holds list_display indexes: 0 is material_name, 2 confidence, 5 created_at.
     by_name = viewer_client.get(MATERIALS_LIST, {"o": "0"})  # refused: no index serves it
     oldest_first = viewer_client.get(MATERIALS_LIST, {"o": "5"})
-
-    def names(response: Any) -> list[str]:
-        return [m.material_name for m in response.context["cl"].result_list]
 
     assert names(default) == newest_first
     assert names(by_name) == newest_first
     assert names(oldest_first) == newest_first[::-1]
     content = default.content.decode()
-    assert content.count('class="sortable') == 1
+    assert content.count('class="sortable') == 2
+    assert '<th scope="col" class="sortable column-confidence">' in content
+    assert '<th scope="col" class="sortable column-created_at sorted descending">' in content
+
+
+@pytest.mark.django_db
+def test_materials_sort_by_confidence(viewer_client: Client, make_job, make_material) -> None:
+    job = make_job()
+    for name, confidence, day in (("low", 0.31, 1), ("top", 0.99, 2), ("mid", 0.7, 3)):
+        make_material(job, name, confidence=confidence, created_at=at(2025, 1, day))
+
+    ascending = viewer_client.get(MATERIALS_LIST, {"o": "2"})
+    descending = viewer_client.get(MATERIALS_LIST, {"o": "-2"})
+    then_newest = viewer_client.get(MATERIALS_LIST, {"o": "-2.-5"})
+
+    assert names(ascending) == ["low", "mid", "top"]
+    assert names(descending) == ["top", "mid", "low"]
+    assert names(then_newest) == ["top", "mid", "low"]
+    content = ascending.content.decode()
+    assert '<th scope="col" class="sortable column-confidence sorted ascending">' in content
+    assert ascending.context["cl"].get_ordering_field_columns() == {2: "asc"}
+
+
+@pytest.mark.django_db
+def test_an_unsortable_order_is_dropped_from_the_page(viewer_client: Client, dated) -> None:
+    mixed = viewer_client.get(MATERIALS_LIST, {"o": "0.5"})
+    refused = viewer_client.get(MATERIALS_LIST, {"o": "0.x.-9"})
+
+    # The name part is dropped; the creation date's is kept.
+    assert mixed.context["cl"].params["o"] == "5"
+    assert names(mixed) == ["early", "mid-march", "summer", "late"]
+    # Nothing sortable is left: the default order, and no "o" in the links.
+    assert "o" not in refused.context["cl"].params
+    assert names(refused) == ["late", "summer", "mid-march", "early"]
+    assert "o=0" not in refused.content.decode()
+
+
+# A few matching rows
+
+
+# 20,000 materials over two weeks, a third of them steel (metal), and 150
+# steel ones filed as wood: the planner takes "steel" and "wood" for
+# independent, expects some 2,000 rows, and would rather walk the
+# created_at index than sort them.
+FEW_ROWS_SQL = (
+    "INSERT INTO material_detection_jobs (id, image_url, status) "
+    "SELECT md5('job' || i)::uuid, 'https://images.example.com/' || i, 'COMPLETED' "
+    "FROM generate_series(1, 2000) AS i",
+    "INSERT INTO detected_materials (id, job_id, material_name, category, confidence, created_at) "
+    "SELECT md5('material' || i)::uuid, md5('job' || (1 + i % 2000))::uuid, "
+    "(ARRAY['steel', 'timber', 'glass'])[1 + i % 3], "
+    "(ARRAY['metal', 'wood', 'mineral'])[1 + i % 3], "
+    "(i % 100) / 100.0, timestamptz '2025-01-01 00:00+00' + i * interval '1 minute' "
+    "FROM generate_series(1, 20000) AS i",
+    "UPDATE detected_materials SET category = 'wood' WHERE id IN "
+    "(SELECT id FROM detected_materials WHERE material_name = 'steel' ORDER BY id LIMIT 150)",
+    "ANALYZE detected_materials",
+    "ANALYZE material_detection_jobs",
+)
+
+
+def plans(queries: CaptureQueriesContext, needle: str) -> list[str]:
+    """The plans of the captured queries whose SQL holds ``needle``."""
+    found = []
+    with connection.cursor() as cursor:
+        for query in queries:
+            if needle in query["sql"]:
+                cursor.execute(f"EXPLAIN {query['sql']}")
+                found.append("\n".join(row for (row,) in cursor.fetchall()))
+    return found
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("few_rows", [True, False], ids=["fixed", "without the fix"])
+def test_a_few_matching_rows_are_found_by_their_filters_indexes(
+    viewer_client: Client, monkeypatch: pytest.MonkeyPatch, few_rows: bool
+) -> None:
+    require_postgresql()
+    with connection.cursor() as cursor:
+        for statement in FEW_ROWS_SQL:
+            cursor.execute(statement)
+    if not few_rows:
+        monkeypatch.setattr("materials.admin.views.main.FEW_ROWS", 0)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = viewer_client.get(MATERIALS_LIST, {"q": "steel", "category": "wood"})
+
+    cl = response.context["cl"]
+    assert cl.result_count == 150
+    assert len(cl.result_list) == 100
+    assert listed_names(response) == {"steel"}
+    # All in January 2025: the drill-down offers the days with rows.
+    assert [c["title"] for c in cl.date_hierarchy_context["choices"]][:2] == [
+        "January 1",
+        "January 2",
+    ]
+    filtered = plans(queries, "LIKE")
+    # The count, the page, the drill-down's bounds and its probes.
+    assert len(filtered) == 4
+    walks = [plan for plan in filtered if "ix_detected_materials_created_at" in plan]
+    if few_rows:
+        assert walks == []
+    else:
+        # What the fix prevents: the page and the drill-down walk the index
+        # of the order, testing the filter on every row they pass.
+        assert len(walks) >= 2, filtered
+
+
+@pytest.mark.django_db
+def test_few_rows_sort_by_a_value_no_index_serves(sample) -> None:
+    queryset = DetectedMaterial.objects.filter(category="metal").order_by("-created_at", "-pk")
+
+    resorted = sorted_after_filtering(queryset)
+
+    sql = str(resorted.query)
+    column = '"detected_materials"."created_at"'
+    assert f"ORDER BY COALESCE({column}, {column}) DESC" in sql
+    assert sql.endswith('"detected_materials"."id" DESC')
+    assert list(resorted) == list(queryset)
 
 
 # Counting
@@ -686,7 +872,7 @@ def test_big_unfiltered_list_shows_the_planner_estimate(
     require_postgresql()
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE detected_materials")
-    monkeypatch.setattr("materials.admin.ESTIMATE_THRESHOLD", 1)
+    monkeypatch.setattr("materials.estimates.ESTIMATE_THRESHOLD", 1)
 
     unfiltered = viewer_client.get(MATERIALS_LIST)
     filtered = viewer_client.get(MATERIALS_LIST, {"category": "metal"})
@@ -828,7 +1014,7 @@ def test_summary_counts_each_category_with_its_mean_confidence(make_job, make_ma
     make_material(other, "f", category="wood", confidence=0.1)
 
     with CaptureQueriesContext(connection) as queries:
-        summary = summarize_materials(job)
+        summary = DetectedMaterial.objects.filter(job=job).summarize()
 
     assert len(queries) == 1
     assert summary.total == 5

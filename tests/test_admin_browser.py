@@ -194,3 +194,77 @@ def test_staff_browse_filter_search_and_open_a_job(
     expect(jobs.nth(1).locator("td.field-duration")).to_have_text("12.3 s")
     expect(jobs.locator(".job-status-completed")).to_have_count(2)
     page.screenshot(path=str(OUTPUT / "admin-job-list.png"), full_page=True)
+
+
+def log_in(page: Any, live_server: Any) -> None:
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "viewer")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_see_the_charts_and_sort_by_confidence(
+    rows: dict[str, Any], live_server: Any, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    today = timezone.localdate().isoformat()
+    OUTPUT.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(20_000)
+    log_in(page, live_server)
+    expect(page).to_have_url(f"{live_server.url}/admin/")
+
+    # The charts, from the admin's index.
+    page.get_by_role("link", name="Detection charts").click()
+    expect(page).to_have_url(f"{live_server.url}{reverse('admin:materials_dashboard')}")
+    expect(page.locator("svg.chart")).to_have_count(3)
+    daily = page.locator("#chart-daily")
+    expect(daily.locator(".total")).to_have_text("5")
+    expect(daily.locator("rect.bar")).to_have_count(30)
+    # All five materials were detected today: the last bar.
+    expect(daily.locator(f'rect.bar[data-label="{today}"]')).to_have_attribute("data-value", "5")
+    statuses = page.locator("#chart-statuses")
+    expect(statuses.locator(".total")).to_have_text("2")
+    expect(statuses.locator('rect.bar[data-label="Completed"]')).to_have_attribute(
+        "data-value", "2"
+    )
+    expect(statuses.locator('rect.bar[data-label="Failed"]')).to_have_attribute("data-value", "0")
+    confidence = page.locator("#chart-confidence")
+    expect(confidence.locator(".total")).to_have_text("5")
+    # metal: 0.97 and 0.91 in the last bin, 0.72 in 0.7 to 0.8.
+    expect(confidence.locator('rect.bar[data-label="metal, 0.9 to 1"]')).to_have_attribute(
+        "data-value", "2"
+    )
+    expect(confidence.locator('rect.bar[data-label="metal, 0.7 to 0.8"]')).to_have_attribute(
+        "data-value", "1"
+    )
+    expect(confidence.locator('rect.bar[data-label="mineral, 0.6 to 0.7"]')).to_have_attribute(
+        "data-value", "1"
+    )
+    # Each bar's tooltip names it and its count.
+    expect(statuses.locator('rect.bar[data-label="Completed"] title')).to_have_text("Completed: 2")
+    path = OUTPUT / "admin-charts.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+    # Sorting the materials by confidence, from its column's header.
+    page.goto(f"{live_server.url}{reverse('admin:materials_detectedmaterial_changelist')}")
+    page.locator("th.column-confidence a").first.click()
+    expect(page).to_have_url(re.compile(r"\?o=2\.-5$"))
+    ascending = ["glass pane", "steel rebar", "concrete slab", "stainless steel", "steel beam"]
+    expect(page.locator("#result_list tbody th.field-material_name")).to_have_text(ascending)
+    expect(page.locator("th.column-confidence")).to_have_class(re.compile("sorted ascending"))
+    page.locator("th.column-confidence a.toggle").click()
+    expect(page).to_have_url(re.compile(r"\?o=-2\.-5$"))
+    expect(page.locator("#result_list tbody th.field-material_name")).to_have_text(ascending[::-1])
+    page.screenshot(path=str(OUTPUT / "admin-materials-by-confidence.png"), full_page=True)
+
+    # The job column: a short id, the whole one on hover.
+    job = rows["steel_job"]
+    short = page.locator("#result_list tbody tr", has_text="steel beam").locator(
+        "td.field-job_link .short-id"
+    )
+    expect(short).to_have_text(str(job.pk)[:8])
+    expect(short).to_have_attribute("title", str(job.pk))

@@ -722,9 +722,22 @@ class _Client:
             assert response.url.endswith("/admin/"), response.url
 
 
-def test_the_admin_is_served_through_the_pooler(pgbouncer, direct, direct_engine):
+def test_the_admin_is_served_through_the_pooler(pgbouncer, direct, direct_engine, tmp_path):
     pooled = pgbouncer.url(direct)
-    env = {"DIRECT_DATABASE_URL": django_url(direct), "DISABLE_SERVER_SIDE_CURSORS": "true"}
+    env = {
+        "DIRECT_DATABASE_URL": django_url(direct),
+        "DISABLE_SERVER_SIDE_CURSORS": "true",
+        # The production settings, but plain HTTP (no redirect, cookies sent
+        # without TLS) and the static files collected (their names come from
+        # the manifest collectstatic writes).
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+    assert (
+        manage("collectstatic", "--noinput", "-v", "0", database_url=pooled, **env).returncode == 0
+    )
     demo = recorded(
         manage("demo", "--materials", "500", "--username", "pooled", database_url=pooled, **env)
     )

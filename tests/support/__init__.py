@@ -11,6 +11,7 @@
 - ``cluster``: a private PostgreSQL cluster that checks passwords.
 - ``templates``: template databases, built once and copied for each test.
 - ``rounds``: how many concurrency rounds the reliability suite runs.
+- ``serve``: the project under gunicorn, as production serves it, and HTTP requests to it.
 
 Fixtures stay in the ``conftest.py`` files; they build on these modules.
 """
