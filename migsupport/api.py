@@ -429,7 +429,7 @@ def _guarded_upgrade(
         timeouts=timeouts,
         progress=progress,
         expected=expected,
-        schema_now=lambda: owned_schema(connection, expected)[0],
+        schema_now=lambda on: owned_schema(on, expected)[0],
     )
     with executor.timed():
         if decided.baseline:

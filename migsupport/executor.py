@@ -247,7 +247,7 @@ class Executor:
         timeouts: Timeouts,
         progress: Progress | None = None,
         expected: Mapping[str, Snapshot] | None = None,
-        schema_now: Callable[[], Snapshot] | None = None,
+        schema_now: Callable[[sa.Connection], Snapshot] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.connection = connection
@@ -297,7 +297,13 @@ class Executor:
     def stamp(self, revision: str, *, last: str) -> None:
         """Record ``revision`` (the baseline) in the version table, under the timeouts."""
         config = self._config(None)
-        self.run(revision, lambda: migrate(config, self.scripts, "stamp", revision), last=last)
+        # Nothing of a revision runs, so an error is the database's own, said as such.
+        self.run(
+            revision,
+            lambda: migrate(config, self.scripts, "stamp", revision),
+            last=last,
+            wrap=False,
+        )
 
     def apply(self, revisions: Sequence[str], *, start: str | None) -> list[AppliedRevision]:
         """Apply ``revisions`` in order, one transaction each; name the one that fails.
@@ -350,6 +356,7 @@ class Executor:
         doc: str | None = None,
         committing: list[bool] | None = None,
         what: str | None = None,
+        wrap: bool = True,
     ) -> int:
         """Run ``work`` in a transaction and commit; retry while its locks are not granted.
 
@@ -357,7 +364,8 @@ class Executor:
         events and messages (``what`` words it, default "revision X");
         ``last`` is where the database stays should it fail. A
         :class:`MigsupportError` raised by ``work`` (a refusal, a failed
-        proof) rolls the transaction back and passes through as it is.
+        proof) rolls the transaction back and passes through as it is; so does
+        any other error when not ``wrap``, unless the connection was lost.
         """
         what = what or f"revision {revision}"
         started = time.monotonic()
@@ -384,6 +392,8 @@ class Executor:
                     if self.connection.in_transaction():
                         self.connection.rollback()
                 reason = None if lost else retryable(exc)
+                if reason is None and not (wrap or lost):
+                    raise
                 if reason is None:
                     raise MigrationFailed(
                         self._failure(
@@ -417,14 +427,22 @@ class Executor:
                 )
                 time.sleep(delay)
 
-    def _where(self, revision: str, last: str) -> str:
-        """Say where the database stands after ``revision`` failed, over ``last``."""
+    def _where(self, revision: str, last: str, *, lost: bool = False) -> str:
+        """Say where the database stands after ``revision`` failed, over ``last``.
+
+        After a lost connection the schema is read on a new one, if the
+        server still answers.
+        """
         if self.schema_now is None or (last not in self.expected and last != "base"):
             return f"the database stays at {last}"
         try:
-            now = self.schema_now()
-            with contextlib.suppress(sa.exc.DBAPIError):
-                self.connection.rollback()
+            if lost:
+                with self.connection.engine.connect() as fresh:
+                    now = self.schema_now(fresh)
+            else:
+                now = self.schema_now(self.connection)
+                with contextlib.suppress(sa.exc.DBAPIError):
+                    self.connection.rollback()
         except sa.exc.DBAPIError:
             return f"the database stays at {last}"
         below = self.expected.get(last, Snapshot())
@@ -455,12 +473,9 @@ class Executor:
                 f"committed ({detail}); the database is at {last} or {revision}: rerun the "
                 "upgrade, which resumes from the revision the database records"
             )
+        where = self._where(revision, last, lost=lost)
         if lost:
-            return (
-                f"{what} failed and was rolled back; the database stays at {last}: "
-                f"the connection to the database was lost ({detail})"
-            )
-        where = self._where(revision, last)
+            detail = f"the connection to the database was lost ({detail})"
         if where.startswith(f"the database stays at {last}, with part"):
             return f"{what} failed and its transaction was rolled back; {where}: {detail}"
         stays = f"the database stays at {last}"

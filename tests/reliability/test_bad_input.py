@@ -39,6 +39,7 @@ from tests.support.states import (
     BASELINE,
     HEAD,
     SECOND,
+    VERIFY_BEFORE_SCRATCH,
     ProjectCopy,
     differences_block,
     edit_script,
@@ -54,7 +55,6 @@ SECRET = "Secr3t-pw"
 PER_COMMAND_TIMEOUT = 120
 NOTHING = "nothing was changed"
 # alembic_verify checks the scripts before it connects.
-VERIFY_STARTED = "  single head and an intact chain: passed\n"
 
 
 # -- running many commands at once ----------------------------------------------------------
@@ -463,7 +463,7 @@ def test_an_unreachable_server_fails_in_one_line(silent_server):
         assert_one_line(
             result,
             f"CommandError: {cases[case][1]}",
-            stdout=VERIFY_STARTED if mode == "verify" else "",
+            stdout=VERIFY_BEFORE_SCRATCH if mode == "verify" else "",
         )
 
 
@@ -486,7 +486,7 @@ def test_a_wrong_password_fails_in_one_line_and_changes_nothing(password_server)
                 f"CommandError: {shown(wrong)}: connection failed: connection to server at "
                 f'"127.0.0.1", port {url.port} failed: FATAL:  password authentication failed '
                 'for user "postgres"',
-                stdout=VERIFY_STARTED if mode == "verify" else "",
+                stdout=VERIFY_BEFORE_SCRATCH if mode == "verify" else "",
             )
             assert SUPERUSER_PASSWORD not in result.stdout + result.stderr
         assert fingerprint(engine) == before
@@ -541,7 +541,7 @@ def test_a_read_only_user_may_read_the_state_but_not_baseline_or_upgrade(resourc
         results[("behind", "upgrade")],
         f"CommandError: revision {SECOND} failed and was rolled back; the database stays at "
         f"{BASELINE}: must be owner of type jobstatus",
-        stdout=APPLY_SECOND.removesuffix(" OK"),
+        stdout=APPLY_SECOND.removesuffix(" OK") + " FAILED\n",
     )
     assert_one_line(
         results[("behind", "stamp")],
@@ -596,9 +596,7 @@ def test_a_user_without_createdb(resources, templates, tmp_path):
         f"CommandError: user {role} may not create databases on {server}: the scratch database "
         "needs the CREATEDB right (ALTER ROLE ... CREATEDB)"
     )
-    assert_one_line(
-        results["verify"], no_createdb, stdout="  single head and an intact chain: passed\n"
-    )
+    assert_one_line(results["verify"], no_createdb, stdout=VERIFY_BEFORE_SCRATCH)
     replay_hint = ", or a ledger that is up to date (`manage.py alembic_verify --update-ledger`)"
     assert_one_line(results["status, stale ledger"], no_createdb + replay_hint)
     assert_one_line(results["upgrade, stale ledger"], no_createdb + replay_hint)

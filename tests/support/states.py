@@ -51,6 +51,14 @@ APPLY_HEAD = (
     "  Applying 3d5f8a9b2c41 (Indexes for browsing detected materials at production scale.)... OK"
 )
 
+# What alembic_verify prints before its first check that needs a scratch database:
+# the checks of the history alone.
+VERIFY_BEFORE_SCRATCH = (
+    "  single head and an intact chain: passed\n"
+    "  no revision takes a lock that blocks production (squawk): passed\n"
+)
+VERIFY_CHECKS = 8
+
 # What revisions 7c1d2e3f4a5b and 3d5f8a9b2c41 add, as a DBA would have typed it by hand.
 HEAD_CHANGES_DDL = (
     "ALTER TYPE jobstatus ADD VALUE 'CANCELLED' AFTER 'FAILED'",
