@@ -212,7 +212,8 @@ def lock_queue(url: sa.URL, args: argparse.Namespace, ddl_lock_timeout: float) -
                 query(
                     url,
                     "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                    f"WHERE a.application_name = '{DEPLOY}' AND NOT l.granted",
+                    f"WHERE a.application_name = '{DEPLOY}' AND a.datname = current_database() "
+                    "AND NOT l.granted",
                 )
             )
 

@@ -95,7 +95,11 @@ class BuildWatch:
 
     def _loop(self) -> None:
         while not self.stopped.wait(0.05):
-            if scalar(self.engine, "SELECT count(*) FROM pg_stat_progress_create_index"):
+            if scalar(
+                self.engine,
+                "SELECT count(*) FROM pg_stat_progress_create_index "
+                "WHERE datname = current_database()",
+            ):
                 self.counts.append(len(self.writer.inserted))
 
     def stop(self) -> int:

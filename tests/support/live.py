@@ -153,7 +153,8 @@ class LockSpy:
                     "SELECT c.relname, l.mode, l.granted FROM pg_locks l "
                     "JOIN pg_stat_activity a ON a.pid = l.pid "
                     "JOIN pg_class c ON c.oid = l.relation "
-                    "WHERE a.application_name = %s AND l.locktype = 'relation' "
+                    "WHERE a.application_name = %s AND a.datname = current_database() "
+                    "AND l.locktype = 'relation' "
                     "AND c.relname IN ('material_detection_jobs', 'detected_materials')",
                     (self.application,),
                 ).fetchall()
