@@ -253,19 +253,21 @@ def measure(
     repeat: int,
     drifts: list[str],
 ) -> dict[tuple[str, str], list[float]]:
-    """Time status and the plan with each runner, interleaved, after one warm-up of each."""
-    for runner in runners.values():
+    """Time status and the plan with each runner, interleaved, after one warm-up of each.
+
+    One way after the other: a process's start-up and exit, next to a call
+    in this process, would fall on whichever side came next.
+    """
+    times: dict[tuple[str, str], list[float]] = {}
+    for way, runner in runners.items():
         _, status = runner(STATUS)
         _, plan = runner(PLAN)
         check_outputs(status, plan, drifts)
-    times: dict[tuple[str, str], list[float]] = {
-        (way, side): [] for way in runners for side in ("status", "plan")
-    }
-    for index in range(repeat):
-        # Interleaved, and the order swapped every other round, so that the machine's
-        # noise and any warming of the server's caches fall on both sides alike.
+        times[(way, "status")], times[(way, "plan")] = [], []
         sides = (("status", STATUS), ("plan", PLAN))
-        for way, runner in runners.items():
+        for index in range(repeat):
+            # Interleaved, the order swapped every other round, so that the machine's
+            # noise and any warming of the server's caches fall on both sides alike.
             for side, command in sides if index % 2 == 0 else sides[::-1]:
                 seconds, _ = runner(command)
                 times[(way, side)].append(seconds)
@@ -312,10 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"scratch database {scratch.name}")
         prepare(url, args.materials, args.jobs, args.drift_names)
         runners = {}
-        if args.only != "in-process":
-            runners["processes"] = in_a_process(url)
         if args.only != "processes":
             runners["in-process"] = in_process(url)
+        if args.only != "in-process":
+            runners["processes"] = in_a_process(url)
         times = measure(runners, args.repeat, args.drift_names)
     except KeyboardInterrupt:
         log("interrupted; dropping the scratch database")
