@@ -7,14 +7,15 @@ detected materials over ``--jobs`` jobs, by the bulk SQL of
 ``alembic_repair`` plans safe fixes for (``--drifts``; by default a missing
 index, a dropped default, an unexpected index and a narrowed VARCHAR).
 
-Then, interleaved, ``--repeat`` times after one warm-up of each:
+Then it times both commands, interleaved, ``--repeat`` times after one
+warm-up of each, two ways, one after the other (``--only`` picks one):
 
-- **processes**, as a person or a deploy meets the commands: ``manage.py
-  alembic_status`` and ``manage.py alembic_repair --plan``, each a process of
-  its own with ``DATABASE_URL``;
 - **in-process**, the commands' own work without the interpreter's start-up:
   ``call_command("alembic_status")`` and ``call_command("alembic_repair",
-  "--plan")`` in this process, each opening its own connection.
+  "--plan")`` in this process, each opening its own connection;
+- **processes**, as a person or a deploy meets the commands: ``manage.py
+  alembic_status`` and ``manage.py alembic_repair --plan``, each a process of
+  its own with ``DATABASE_URL``.
 
 The figure is the ratio of medians, repair --plan / status; the goal is at
 most 1.5x, judged on the in-process ratio, since a process's start-up (most
