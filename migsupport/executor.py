@@ -43,6 +43,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from migsupport import deploylog
+from migsupport.deploylog import DeployLog
 from migsupport.engine import create_engine, error_line
 from migsupport.events import (
     Blocker,
@@ -249,8 +251,11 @@ class Executor:
         expected: Mapping[str, Snapshot] | None = None,
         schema_now: Callable[[sa.Connection], Snapshot] | None = None,
         rng: random.Random | None = None,
+        log: DeployLog | None = None,
     ) -> None:
         self.connection = connection
+        self.log = log
+        self.attempt = 0
         self.scripts = scripts
         self.make_config = config
         self.timeouts = timeouts
@@ -297,13 +302,23 @@ class Executor:
     def stamp(self, revision: str, *, last: str) -> None:
         """Record ``revision`` (the baseline) in the version table, under the timeouts."""
         config = self._config(None)
+        started = deploylog.now()
+
+        def work() -> None:
+            migrate(config, self.scripts, "stamp", revision)
+            if self.log is not None:
+                before = None if last == "base" else last
+                self.log.record(
+                    deploylog.BASELINE,
+                    before=before,
+                    after=revision,
+                    started_at=started,
+                    outcome="baselined",
+                    detail="the live schema equals that revision",
+                )
+
         # Nothing of a revision runs, so an error is the database's own, said as such.
-        self.run(
-            revision,
-            lambda: migrate(config, self.scripts, "stamp", revision),
-            last=last,
-            wrap=False,
-        )
+        self.run(revision, work, last=last, wrap=False)
 
     def apply(self, revisions: Sequence[str], *, start: str | None) -> list[AppliedRevision]:
         """Apply ``revisions`` in order, one transaction each; name the one that fails.
@@ -313,9 +328,22 @@ class Executor:
         """
         applied: list[AppliedRevision] = []
         committing = [False]
+        underway: dict[str, Any] = {}
 
         def on_version_apply(**_: Any) -> None:
-            # Alembic calls this just before the revision's COMMIT.
+            # Alembic calls this inside the revision's last transaction, just
+            # before its COMMIT: the log row commits with the version, or not at all.
+            if self.log is not None:
+                script = underway["script"]
+                self.log.record(
+                    deploylog.UPGRADE,
+                    before=None if underway["last"] == "base" else underway["last"],
+                    after=script.revision,
+                    checksum=deploylog.checksum(script.path),
+                    started_at=underway["started"],
+                    outcome="applied",
+                    detail=f"{self.attempt} attempts" if self.attempt > 1 else "",
+                )
             committing[0] = True
 
         config = self._config(on_version_apply)
@@ -325,6 +353,7 @@ class Executor:
             script = self.scripts.get_revision(revision)
             last = applied[-1].revision if applied else (start or "base")
             started = time.perf_counter()
+            underway.update(script=script, last=last, started=deploylog.now())
 
             def work(revision: str = revision) -> None:
                 committing[0] = False
@@ -372,6 +401,7 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
+            self.attempt = attempt
             if doc is not None:
                 self.emit(RevisionStarted(revision=revision, doc=doc, attempt=attempt))
             if self.watch is not None:
