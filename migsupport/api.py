@@ -211,7 +211,10 @@ class _Knowledge:
 
     def edited(self, connection: sa.Connection) -> tuple[EditedRevision, ...]:
         """Return the applied revisions whose script changed since the deploy log recorded it."""
+        began = not connection.in_transaction()
         recorded = DeployLog(connection).checksums()
+        if began:
+            connection.rollback()  # leave the connection as classify() does
         if not recorded:
             return ()
         scripts = ((script.revision, script.path) for script in self.scripts.walk_revisions())

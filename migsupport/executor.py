@@ -213,6 +213,19 @@ def retryable(exc: BaseException) -> str | None:
     return None
 
 
+def database_cause(exc: BaseException) -> BaseException:
+    """Return the database's own error behind ``exc``, or ``exc``.
+
+    A statement that fails inside Alembic's ``autocommit_block`` surfaces as
+    SQLAlchemy's ``PendingRollbackError`` from the block's closing commit; the
+    server's error (a timeout, a lock not granted) is its context.
+    """
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, sa.exc.DBAPIError):
+        seen = seen.__cause__ or seen.__context__
+    return seen if seen is not None else exc
+
+
 def connection_lost(exc: BaseException, connection: sa.Connection) -> bool:
     """Return whether ``exc`` means the connection to the server is gone."""
     if not isinstance(exc, sa.exc.DBAPIError):
@@ -415,12 +428,14 @@ class Executor:
                     if self.connection.in_transaction():
                         self.connection.rollback()
                 raise
-            except Exception as exc:
+            except Exception as raised:
+                exc = database_cause(raised)
                 lost = connection_lost(exc, self.connection)
-                # A dead connection cannot roll back; the server already has.
-                with contextlib.suppress(sa.exc.DBAPIError):
-                    if self.connection.in_transaction():
-                        self.connection.rollback()
+                # A dead connection cannot roll back; the server already has. A
+                # failed statement in an autocommit block leaves SQLAlchemy's
+                # transaction invalid: roll it back whether or not it shows.
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    self.connection.rollback()
                 reason = None if lost else retryable(exc)
                 if reason is None and not (wrap or lost):
                     raise
@@ -471,9 +486,9 @@ class Executor:
                     now = self.schema_now(fresh)
             else:
                 now = self.schema_now(self.connection)
-                with contextlib.suppress(sa.exc.DBAPIError):
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
                     self.connection.rollback()
-        except sa.exc.DBAPIError:
+        except sa.exc.SQLAlchemyError:
             return f"the database stays at {last}"
         below = self.expected.get(last, Snapshot())
         if not compare(now, below):
