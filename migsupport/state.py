@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 
 from migsupport import conf
 from migsupport.bridge import django_table_names, owned_models, ownership
+from migsupport.deploylog import EditedRevision
 from migsupport.differences import Difference, ObjectRef
 from migsupport.exceptions import MigsupportError, Refused
 from migsupport.ledger import Ledger, revision_order
@@ -86,6 +87,7 @@ class StateReport:
     unowned: tuple[ObjectRef, ...] = ()
     reason: str | None = None
     partial: str | None = None
+    edited: tuple[EditedRevision, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +104,7 @@ class StateReport:
             "ledger": self.ledger,
             "ledger_problems": list(self.ledger_problems),
             "schema_source": self.schema_source,
+            "edited": [edit.to_dict() for edit in self.edited],
         }
 
 

@@ -55,7 +55,10 @@ class Command(MigsupportCommand):
         parser.add_argument(
             "--check",
             action="store_true",
-            help="Exit with status 1 unless the state is up_to_date (a deploy or readiness gate).",
+            help=(
+                "Exit with status 1 unless the state is up_to_date and no applied revision was "
+                "edited (a deploy or readiness gate)."
+            ),
         )
         parser.add_argument(
             "--no-replay",
@@ -70,7 +73,7 @@ class Command(MigsupportCommand):
             self.stdout.write(json.dumps(result.to_dict(), indent=2))
         else:
             self._render(result)
-        if options["check"] and report.state != UP_TO_DATE:
+        if options["check"] and (report.state != UP_TO_DATE or report.edited):
             sys.exit(1)
 
     def _render(self, result: api.StatusResult) -> None:
@@ -122,6 +125,17 @@ class Command(MigsupportCommand):
             self.stdout.write(style.MIGRATE_HEADING("Differences:"))
             for difference in report.differences:
                 self.stdout.write(f"  - {difference}")
+        if report.edited:
+            self.stdout.write(style.ERROR("Edited after they were applied:"))
+            for edit in report.edited:
+                self.stdout.write(f"  - {edit.message}")
         self.write_unowned(report.unowned, self.stdout)
         if hint and self.verbosity >= 1:
             self.stdout.write(style.NOTICE(hint))
+        if report.edited and self.verbosity >= 1:
+            self.stdout.write(
+                style.NOTICE(
+                    "Restore the edited scripts, or accept each edit with `manage.py "
+                    "alembic_upgrade --accept-edited REVISION`; until then the upgrade refuses."
+                )
+            )
