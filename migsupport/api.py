@@ -204,9 +204,13 @@ class _Knowledge:
             )
         return self._replayed
 
-    def classify(self, connection: sa.Connection) -> StateReport:
+    def classify(
+        self, connection: sa.Connection, everything: Snapshot | None = None
+    ) -> StateReport:
         replay = self.replayed if self.allow_replay else None
-        report = classify(connection, self.scripts, ledger=self.ledger, replay=replay)
+        report = classify(
+            connection, self.scripts, ledger=self.ledger, replay=replay, everything=everything
+        )
         return dataclasses.replace(report, edited=self.edited(connection))
 
     def edited(self, connection: sa.Connection) -> tuple[EditedRevision, ...]:
@@ -722,9 +726,11 @@ def _plan_repair(
     revision: str | None,
     allow_behaviour_changes: bool,
 ) -> RepairPlan:
-    report = knowledge.classify(connection)
+    # One read of the catalog, in one transaction, serves the state and the plan.
+    everything = take_snapshot(connection, hidden=django_table_names())
+    report = knowledge.classify(connection, everything)
     schemas = knowledge.schemas(connection.dialect.name) if report.state != EMPTY else {}
-    live, _ = owned_schema(connection, schemas)
+    live, _ = everything.split(ownership(schemas.values()))
     return plan_repair(
         connection,
         report,

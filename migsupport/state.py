@@ -219,11 +219,13 @@ def classify(
     *,
     ledger: Ledger | None,
     replay: Callable[[], Mapping[str, Snapshot]] | None = None,
+    everything: Snapshot | None = None,
 ) -> StateReport:
     """Return the state of the database behind ``connection``.
 
     Read-only: nothing is created, and a transaction this call began is
-    rolled back before it returns.
+    rolled back before it returns. ``everything`` is the whole live schema
+    if the caller has just taken it, in its open transaction; else it is read.
     """
     head = single_head(scripts)
     dialect = connection.dialect.name
@@ -231,7 +233,8 @@ def classify(
     began = not connection.in_transaction()
     try:
         current = recorded_versions(connection)
-        everything = take_snapshot(connection, hidden=django_table_names())
+        if everything is None:
+            everything = take_snapshot(connection, hidden=django_table_names())
         refuse_if_elsewhere(connection, everything, current)
     finally:
         if began and connection.in_transaction():
