@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from migsupport.engine import create_engine
-from tests.support.catalog import catalog
+from tests.support.catalog import DEPLOY_LOG, catalog, deploy_log_rows
 from tests.support.cluster import SUPERUSER_PASSWORD
 from tests.support.commands import shown, spawn
 from tests.support.migrate import run
@@ -243,23 +243,27 @@ def catalog_in(engine: Engine, schema: str) -> dict[str, Any]:
                 connection,
                 "SELECT table_name, column_name, data_type, udt_name, character_maximum_length, "
                 "numeric_precision, is_nullable, column_default FROM information_schema.columns "
-                "WHERE table_schema = :s AND table_name <> 'alembic_version' "
+                "WHERE table_schema = :s AND table_name NOT IN ('alembic_version', :log) "
                 "ORDER BY table_name, ordinal_position",
                 s=schema,
+                log=DEPLOY_LOG,
             ),
             "constraints": _rows(
                 connection,
                 "SELECT c.conrelid::regclass::text, c.conname, c.contype, "
                 "pg_get_constraintdef(c.oid) FROM pg_constraint c "
                 "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = :s "
-                "AND c.conrelid::regclass::text NOT LIKE '%alembic_version' ORDER BY 2",
+                "AND c.conrelid::regclass::text NOT LIKE '%alembic_version' "
+                "AND c.conrelid::regclass::text NOT LIKE '%' || :log ORDER BY 2",
                 s=schema,
+                log=DEPLOY_LOG,
             ),
             "indexes": _rows(
                 connection,
                 "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = :s "
-                "AND tablename <> 'alembic_version' ORDER BY 1, 2",
+                "AND tablename NOT IN ('alembic_version', :log) ORDER BY 1, 2",
                 s=schema,
+                log=DEPLOY_LOG,
             ),
             "enums": _rows(
                 connection,
@@ -752,6 +756,11 @@ def test_a_corrupt_version_table_is_reported_and_refused(resources, templates):
         )
         after = fingerprint(repair_engine)
         assert after["versions"] == {"public": [f"('{HEAD}',)"]}
+        # The proven stamp is logged: the deploy log is all it adds besides the version.
+        logged = [r for r in after["relations"] if r[1].startswith(DEPLOY_LOG)]
+        assert [r[1] for r in logged] == [DEPLOY_LOG, f"{DEPLOY_LOG}_id_seq", f"{DEPLOY_LOG}_pkey"]
+        after["relations"] = [r for r in after["relations"] if r not in logged]
+        assert deploy_log_rows(repair_engine) == [("alembic_stamp", "stamp", was, HEAD, "stamped")]
         assert {k: v for k, v in after.items() if k != "versions"} == {
             k: v for k, v in repair_before.items() if k != "versions"
         }
