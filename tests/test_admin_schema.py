@@ -23,7 +23,7 @@ from django.test import Client
 from django.urls import reverse
 from sqlalchemy.engine import URL, Engine
 
-from materials.admin.display import SEVERITY_COLOURS, state_badge, status_badge
+from materials.admin.display import SEVERITY_COLOURS, state_badge, status_badge, with_code
 from materials.admin.views import schema
 from migsupport.wording import ERROR, SUCCESS, WARNING
 from tests.support.commands import manage
@@ -183,6 +183,15 @@ def test_staff_with_the_permission_and_superusers_see_it(schema_client: Client) 
 
 
 @pytest.mark.django_db
+def test_the_sidebar_shows_only_for_staff_with_models_to_list(schema_client: Client) -> None:
+    # With nothing but the schema page, the sidebar would only say that nothing can be viewed.
+    assert 'id="nav-sidebar"' not in schema_client.get(SCHEMA_PAGE).content.decode()
+    root = Client()
+    root.force_login(User.objects.create_superuser("root", password="unused"))
+    assert 'id="nav-sidebar"' in root.get(SCHEMA_PAGE).content.decode()
+
+
+@pytest.mark.django_db
 def test_an_unknown_database_alias_is_not_found(schema_client: Client) -> None:
     response = schema_client.get(SCHEMA_PAGE, {"database": "nowhere"})
 
@@ -246,6 +255,13 @@ def test_the_page_changes_nothing_and_offers_nothing_to_change(schema_client: Cl
     assert "<form" not in html
     assert "<button" not in html
     assert "<input" not in html
+
+
+def test_commands_in_a_hint_are_code_and_the_rest_is_escaped() -> None:
+    assert str(with_code("Run `manage.py alembic_stamp <rev>` & wait.")) == (
+        "Run <code>manage.py alembic_stamp &lt;rev&gt;</code> &amp; wait."
+    )
+    assert str(with_code(None)) == ""
 
 
 def test_the_badge_is_the_job_status_badge_in_its_colours() -> None:
@@ -327,7 +343,10 @@ def test_a_database_behind_lists_the_pending_revisions_with_their_descriptions(
     assert row_text(response, "head") == revision_text(HEAD)
     assert row_text(response, "pending") == f"{revision_text(SECOND)} {revision_text(HEAD)}"
     assert "The schema equals the recorded version; newer revisions are pending." in html
-    assert "Run `manage.py alembic_upgrade` to apply the pending revisions." in html
+    assert (
+        '<p class="schema-hint">Run <code>manage.py alembic_upgrade</code> to apply the pending '
+        "revisions.</p>" in html
+    )
     lines = status_lines(alias)
     assert f"  Pending:  {SECOND}, {HEAD}" in lines
     assert "  The schema equals the recorded version; newer revisions are pending." in lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from materials.models import JobStatus
@@ -67,6 +67,19 @@ def state_badge(state: str | None, severity: str | None) -> SafeString:
     colour = SEVERITY_COLOURS.get(severity or "", UNKNOWN_STATUS_COLOUR)
     name = state or "unreadable"
     return badge(f"schema-state schema-state-{name.replace('_', '-')}", colour, name)
+
+
+def with_code(text: str | None) -> SafeString:
+    """``text`` escaped, each `backticked` part (a command) shown as code."""
+    parts = (text or "").split("`")
+    return format_html_join(
+        "",
+        "{}",
+        (
+            (format_html("<code>{}</code>", part) if i % 2 else part,)
+            for i, part in enumerate(parts)
+        ),
+    )
 
 
 def short_id(value: uuid.UUID | str) -> SafeString:

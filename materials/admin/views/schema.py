@@ -27,7 +27,7 @@ from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from materials.admin.display import state_badge
+from materials.admin.display import state_badge, with_code
 from migsupport import api
 from migsupport.engine import command_target, error_line
 from migsupport.exceptions import MigsupportError
@@ -172,11 +172,15 @@ def schema_view(request: HttpRequest, admin_site: AdminSite) -> TemplateResponse
     if alias not in aliases:
         raise Http404(f"No database {alias!r} is configured.")
     reading = cached_schema(alias)
+    site = admin_site.each_context(request)
     context = {
-        **admin_site.each_context(request),
+        **site,
+        # The sidebar lists the models; with none to view, it would only say so.
+        "is_nav_sidebar_enabled": site["is_nav_sidebar_enabled"] and bool(site["available_apps"]),
         "title": "Database schema",
         "reading": reading,
         "state_badge": state_badge(reading.state, reading.severity),
+        "hint": with_code(reading.hint),
         "aliases": aliases if len(aliases) > 1 else (),
         "database_var": DATABASE_VAR,
         "cache_seconds": CACHE_SECONDS,
