@@ -564,24 +564,38 @@ def request(
     statuses: tuple[int, ...] = (200,),
     must_contain: str | None = None,
 ) -> tuple[float, int]:
-    """GET ``path`` on the ``size`` database; return the seconds and the query count."""
+    """GET ``path`` on the ``size`` database; return the seconds and the query count.
+
+    The count is of Django's queries and of the statements migsupport's
+    SQLAlchemy engines run (the state of ``/health/`` and the schema page,
+    the deploy log).
+    """
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
+
+    statements: list[str] = []
+
+    def count_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
 
     ROUTER.alias = size
     gc.collect()
     checkpoint()
     # Capturing only appends each query's SQL to a list: far below the noise.
-    with CaptureQueriesContext(connections[size]) as captured:
-        started = time.perf_counter()
-        response = clients[size].get(path)
-        seconds = time.perf_counter() - started
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count_statement)
+    try:
+        with CaptureQueriesContext(connections[size]) as captured:
+            started = time.perf_counter()
+            response = clients[size].get(path)
+            seconds = time.perf_counter() - started
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count_statement)
     checkpoint()
     if response.status_code not in statuses:
         raise SystemExit(f"GET {path} on {size}: HTTP {response.status_code}")
     if must_contain is not None and must_contain not in response.content.decode():
         raise SystemExit(f"GET {path} on {size}: the answer lacks {must_contain!r}")
-    return seconds, len(captured)
+    return seconds, len(captured) + len(statements)
 
 
 def measure(pages: Sequence[Page], clients: dict[str, Any], repeat: int) -> dict[str, Measurement]:
