@@ -244,6 +244,8 @@ MIGRATION_MODULES = {"materials": None}
 
 # Apps whose models Alembic owns. migsupport derives Alembic's metadata from them.
 MIGSUPPORT_APPS = ["materials"]
+# The application's version, as the deploy log records it (e.g. a release tag or commit).
+MIGSUPPORT_APP_VERSION = env("APP_VERSION", default=None)
 # How long the readiness probe (/health/) keeps the database's state.
 MIGSUPPORT_HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=10)
 

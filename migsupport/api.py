@@ -18,12 +18,14 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from django.db import DEFAULT_DB_ALIAS
 
-from migsupport import conf
+from migsupport import conf, deploylog
 from migsupport.backup import backup
 from migsupport.bridge import django_table_names, ownership
 from migsupport.deploy import BASE, UpgradePlan, plan_stamp, plan_upgrade, resolve_revision
+from migsupport.deploylog import DeployLog, EditedRevision, LogEntry
 from migsupport.differences import Difference, ObjectRef
 from migsupport.engine import Target, command_engine, command_target, error_line, safe_url
 from migsupport.events import (
@@ -37,7 +39,13 @@ from migsupport.events import (
     StateKnown,
     emit,
 )
-from migsupport.exceptions import DatabaseUnavailable, MigrationFailed, SchemaDrift
+from migsupport.exceptions import (
+    DatabaseUnavailable,
+    MigrationFailed,
+    MigsupportError,
+    Refused,
+    SchemaDrift,
+)
 from migsupport.executor import AppliedRevision, Executor, offline_sql
 from migsupport.history import load_scripts, replay_schemas
 from migsupport.ledger import Ledger, ledger_path
@@ -89,6 +97,7 @@ class UpgradeResult:
     dry_run: bool = False
     direct: bool = False
     steps: tuple[Step, ...] = ()
+    accepted: tuple[EditedRevision, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +118,8 @@ class UpgradeResult:
             "steps": [step.to_dict() for step in self.steps],
             "differences": [difference.to_dict() for difference in self.state.differences],
             "unowned": [obj.to_dict() for obj in self.state.unowned],
+            "edited": [edit.to_dict() for edit in self.state.edited],
+            "accepted": [edit.to_dict() for edit in self.accepted],
         }
 
 
@@ -193,9 +204,25 @@ class _Knowledge:
             )
         return self._replayed
 
-    def classify(self, connection: sa.Connection) -> StateReport:
+    def classify(
+        self, connection: sa.Connection, everything: Snapshot | None = None
+    ) -> StateReport:
         replay = self.replayed if self.allow_replay else None
-        return classify(connection, self.scripts, ledger=self.ledger, replay=replay)
+        report = classify(
+            connection, self.scripts, ledger=self.ledger, replay=replay, everything=everything
+        )
+        return dataclasses.replace(report, edited=self.edited(connection))
+
+    def edited(self, connection: sa.Connection) -> tuple[EditedRevision, ...]:
+        """Return the applied revisions whose script changed since the deploy log recorded it."""
+        began = not connection.in_transaction()
+        recorded = DeployLog(connection).checksums()
+        if began:
+            connection.rollback()  # leave the connection as classify() does
+        if not recorded:
+            return ()
+        scripts = ((script.revision, script.path) for script in self.scripts.walk_revisions())
+        return deploylog.edited_revisions(recorded, scripts)
 
     def schemas(self, dialect: str) -> dict[str, Snapshot]:
         problems = self.ledger.stale_reasons(self.scripts, dialect)
@@ -322,6 +349,7 @@ def upgrade(
     timeouts: Timeouts | None = None,
     backup_dir: Path | None = None,
     progress: Progress | None = None,
+    accept_edited: Sequence[str] = (),
 ) -> UpgradeResult:
     """Upgrade ``database`` to ``revision``, guarded.
 
@@ -333,9 +361,14 @@ def upgrade(
     lock timeout and the retry budget; default: the settings), and the
     result is checked against the target's schema. ``lock_timeout`` is the
     wait for the deploy lock. ``plan`` and ``sql`` change nothing.
+
+    An applied revision whose script was edited since (its checksum in the
+    deploy log differs) is refused, unless ``accept_edited`` names it; the
+    acceptance is logged, and later runs compare against the new checksum.
     """
     timeouts = timeouts or Timeouts.from_settings()
     knowledge, target, engine, where = _prepare(database, revision, "alembic_upgrade")
+    accepting = tuple(resolve_revision(knowledge.scripts, name) for name in accept_edited)
     url = safe_url(engine.url)
     with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
         if plan or sql:
@@ -369,8 +402,20 @@ def upgrade(
                 backup_dir,
                 timeouts,
                 progress,
+                accepting,
             )
             return dataclasses.replace(result, direct=where.direct)
+
+
+@contextlib.contextmanager
+def _in_state(report: StateReport) -> Iterator[None]:
+    """Tag an error raised inside the block with the state the database was found in."""
+    try:
+        yield
+    except MigsupportError as exc:
+        if exc.state is None:
+            exc.state = report.state
+        raise
 
 
 def _decide(
@@ -383,7 +428,8 @@ def _decide(
 ) -> tuple[UpgradePlan, UpgradeResult]:
     """Classify the database and decide the upgrade; the result records nothing done yet."""
     report = knowledge.classify(connection)
-    decided = plan_upgrade(report, knowledge.scripts, target, baseline=baseline)
+    with _in_state(report):
+        decided = plan_upgrade(report, knowledge.scripts, target, baseline=baseline)
     return decided, UpgradeResult(
         database=database,
         url=url,
@@ -405,47 +451,101 @@ def _guarded_upgrade(
     backup_dir: Path | None,
     timeouts: Timeouts,
     progress: Progress | None,
+    accepting: tuple[str, ...] = (),
 ) -> UpgradeResult:
     # Classified after the lock: another deploy may have finished meanwhile.
     decided, result = _decide(connection, knowledge, database, url, target, baseline)
     report = result.state
     emit(progress, StateKnown(report=report))
-    if not decided.changes_anything:
-        return result
-    # The target's schema must be known before anything changes, so that the
-    # result can be checked: from the ledger, or a replay now.
-    expected = knowledge.schemas(connection.dialect.name)
-    backup_path = None
-    if backup_dir is not None:
-        backup_path = backup(connection, Path(backup_dir), report.current)
-        connection.rollback()
-        emit(progress, BackupWritten(path=backup_path))
-    executor = Executor(
-        connection,
-        knowledge.scripts,
-        lambda hook: alembic_config(
-            database=database, connection=connection, on_version_apply=hook
-        ),
-        timeouts=timeouts,
-        progress=progress,
-        expected=expected,
-        schema_now=lambda on: owned_schema(on, expected)[0],
-    )
-    with executor.timed():
-        if decided.baseline:
-            executor.stamp(decided.baseline, last=report.current or "base")
-            emit(progress, Baselined(revision=decided.baseline))
-        applied = executor.apply(decided.revisions, start=decided.start)
-    after = recorded_versions(connection)
-    differences = compare(owned_schema(connection, expected)[0], expected[target])
-    connection.rollback()
-    if after != (target,) or differences:
-        raise SchemaDrift(
-            f"the upgrade to {target} finished, but the database records "
-            f"{', '.join(after) or 'no version'} and its schema differs from that revision",
-            tuple(differences),
+    with _in_state(report):
+        log = DeployLog(connection, "alembic_upgrade")
+        accepted = _accept_edits(connection, log, report, accepting)
+        result = dataclasses.replace(result, accepted=accepted)
+        if not decided.changes_anything:
+            return result
+        # The target's schema must be known before anything changes, so that the
+        # result can be checked: from the ledger, or a replay now.
+        expected = knowledge.schemas(connection.dialect.name)
+        backup_path = None
+        if backup_dir is not None:
+            backup_path = backup(connection, Path(backup_dir), report.current)
+            connection.rollback()
+            emit(progress, BackupWritten(path=backup_path))
+        executor = Executor(
+            connection,
+            knowledge.scripts,
+            lambda hook: alembic_config(
+                database=database, connection=connection, on_version_apply=hook
+            ),
+            timeouts=timeouts,
+            progress=progress,
+            expected=expected,
+            schema_now=lambda on: owned_schema(on, expected)[0],
+            log=log,
         )
-    return dataclasses.replace(result, applied=tuple(applied), after=target, backup=backup_path)
+        with executor.timed():
+            if decided.baseline:
+                executor.stamp(decided.baseline, last=report.current or "base")
+                emit(progress, Baselined(revision=decided.baseline))
+            applied = executor.apply(decided.revisions, start=decided.start)
+        after = recorded_versions(connection)
+        differences = compare(owned_schema(connection, expected)[0], expected[target])
+        connection.rollback()
+        if after != (target,) or differences:
+            raise SchemaDrift(
+                f"the upgrade to {target} finished, but the database records "
+                f"{', '.join(after) or 'no version'} and its schema differs from that revision",
+                tuple(differences),
+            )
+        return dataclasses.replace(result, applied=tuple(applied), after=target, backup=backup_path)
+
+
+def _accept_edits(
+    connection: sa.Connection,
+    log: DeployLog,
+    report: StateReport,
+    accepting: tuple[str, ...],
+) -> tuple[EditedRevision, ...]:
+    """Refuse edited revisions not accepted; log each acceptance, in its own transaction."""
+    edited = {edit.revision: edit for edit in report.edited}
+    for revision in accepting:
+        if revision not in edited:
+            raise Refused(
+                f"refused: --accept-edited {revision}: that revision's script matches the deploy "
+                "log (or it was never applied under it), so there is no edit to accept; nothing "
+                "was changed"
+            )
+    refused = [edit for revision, edit in edited.items() if revision not in accepting]
+    if refused:
+        raise Refused(
+            "refused: "
+            + "; ".join(edit.message for edit in refused)
+            + ". A revision must not change after it was deployed: restore "
+            + ("its script" if len(refused) == 1 else "the scripts")
+            + ", or accept the edit with "
+            + " ".join(f"--accept-edited {edit.revision}" for edit in refused)
+            + "; nothing was changed"
+        )
+    if not accepting:
+        return ()
+    if connection.in_transaction():
+        connection.commit()
+    for revision in accepting:
+        edit = edited[revision]
+        log.record(
+            deploylog.ACCEPT,
+            before=revision,
+            after=revision,
+            checksum=edit.current,
+            started_at=deploylog.now(),
+            outcome="accepted",
+            detail=(
+                f"edited after it was applied: {deploylog.short(edit.recorded)} became "
+                f"{deploylog.short(edit.current)}"
+            ),
+        )
+    connection.commit()
+    return tuple(edited[revision] for revision in accepting)
 
 
 def stamp(
@@ -497,12 +597,97 @@ def stamp(
             )
             if plan or not decided.changes_anything:
                 return result
+            started = deploylog.now()
             # purge: a version no script defines cannot be moved from, only replaced.
             command.stamp(
                 alembic_config(database=database, connection=connection), target, purge=True
             )
+            DeployLog(connection, "alembic_stamp").record(
+                deploylog.STAMP,
+                before=decided.current,
+                after=None if target == BASE else target,
+                started_at=started,
+                outcome="stamped" if decided.proven else "forced",
+                detail=(
+                    "the live schema equals that revision"
+                    if decided.proven
+                    else f"forced over {len(decided.differences)} difference(s)"
+                ),
+            )
             connection.commit()
             return dataclasses.replace(result, stamped=True)
+
+
+# -- the deploy log --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogView:
+    """A page of the deploy log, newest first, and what the database holds from before it."""
+
+    database: str
+    url: str
+    exists: bool
+    total: int
+    entries: tuple[LogEntry, ...]
+    before_log: tuple[str, ...]
+    direct: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "url": self.url,
+            "direct": self.direct,
+            "total": self.total,
+            "before_log": list(self.before_log),
+            "entries": [entry.to_dict() for entry in self.entries],
+        }
+
+
+def read_log(
+    database: str = DEFAULT_DB_ALIAS, *, limit: int | None = 50, offset: int = 0
+) -> LogView:
+    """Return ``limit`` rows of ``database``'s deploy log from ``offset``, newest first (read-only).
+
+    ``before_log`` lists the revisions the database records that no row
+    accounts for: applied before the log existed.
+    """
+    where = command_target(database)
+    _require_existing_sqlite_file(where.url)
+    scripts = script_directory(alembic_config(database=database))
+    engine = command_engine(database, "alembic_log")
+    with _unavailable_on_driver_error(engine.url, engine), engine.connect() as connection:
+        _read_one_snapshot(connection)
+        log = DeployLog(connection)
+        exists = log.exists()
+        entries = tuple(log.entries(limit, offset))
+        total = log.count()
+        current = recorded_versions(connection)
+        applied, marked = log.covered()
+        connection.rollback()
+    return LogView(
+        database=database,
+        url=where.shown,
+        exists=exists,
+        total=total,
+        entries=entries,
+        before_log=_before_log(scripts, current, applied, marked),
+        direct=where.direct,
+    )
+
+
+def _before_log(
+    scripts: ScriptDirectory, current: tuple[str, ...], applied: set[str], marked: set[str]
+) -> tuple[str, ...]:
+    def path(revision: str) -> list[str]:
+        try:
+            return [script.revision for script in scripts.iterate_revisions(revision, "base")][::-1]
+        except RevisionError:  # a version no script defines has no known path
+            return []
+
+    ordered = [revision for version in current for revision in path(version)]
+    ancestors = {revision: path(revision) for revision in marked}
+    return deploylog.before_log(list(dict.fromkeys(ordered)), ancestors, applied, marked)
 
 
 # -- repair ----------------------------------------------------------------------
@@ -541,9 +726,11 @@ def _plan_repair(
     revision: str | None,
     allow_behaviour_changes: bool,
 ) -> RepairPlan:
-    report = knowledge.classify(connection)
+    # One read of the catalog, in one transaction, serves the state and the plan.
+    everything = take_snapshot(connection, hidden=django_table_names())
+    report = knowledge.classify(connection, everything)
     schemas = knowledge.schemas(connection.dialect.name) if report.state != EMPTY else {}
-    live, _ = owned_schema(connection, schemas)
+    live, _ = everything.split(ownership(schemas.values()))
     return plan_repair(
         connection,
         report,
@@ -601,14 +788,15 @@ def repair(
             result = RepairResult(database=database, url=url, plan=decided, direct=where.direct)
             if not decided.needed:
                 return result
-            if decided.blocked:
-                raise RepairRefused(refusal(decided), decided)
-            backup_path = None
-            if backup_dir is not None:
-                backup_path = backup(connection, Path(backup_dir), decided.report.current)
-                connection.rollback()
-                emit(progress, BackupWritten(path=backup_path))
-            _carry_out(connection, knowledge, decided, timeouts, progress)
+            with _in_state(decided.report):
+                if decided.blocked:
+                    raise RepairRefused(refusal(decided), decided)
+                backup_path = None
+                if backup_dir is not None:
+                    backup_path = backup(connection, Path(backup_dir), decided.report.current)
+                    connection.rollback()
+                    emit(progress, BackupWritten(path=backup_path))
+                _carry_out(connection, knowledge, decided, timeouts, progress)
             after = knowledge.classify(connection)
             return dataclasses.replace(result, repaired=True, after=after, backup=backup_path)
 
@@ -640,6 +828,8 @@ def _carry_out(
 
         return work
 
+    started = deploylog.now()
+
     def transaction() -> None:
         for step in decided.steps(CHANGE):
             connection.exec_driver_sql(step.sql)
@@ -650,6 +840,15 @@ def _carry_out(
                 "was rolled back",
                 tuple(remaining),
             )
+        # Recorded in the proven transaction: a repair rolled back leaves no row.
+        DeployLog(connection, "alembic_repair").record(
+            deploylog.REPAIR,
+            before=decided.report.current,
+            after=decided.report.current,
+            started_at=started,
+            outcome="repaired",
+            detail=f"to {decided.target}: " + "; ".join(fix.action for fix in decided.fixes),
+        )
 
     with executor.timed():
         try:
@@ -810,6 +1009,7 @@ __all__ = [
     "AppliedRevision",
     "DatabaseUnavailable",
     "LedgerResult",
+    "LogView",
     "MigrationFailed",
     "RepairResult",
     "StampResult",
@@ -819,6 +1019,7 @@ __all__ = [
     "check_ledger",
     "command_target",
     "inspect_state",
+    "read_log",
     "repair",
     "script_directory",
     "stamp",

@@ -65,9 +65,9 @@ def owned_models() -> list[type[models.Model]]:
 
 
 def django_table_names() -> frozenset[str]:
-    """Return the tables Django's own migrations own, plus Alembic's version table."""
+    """Return the tables Django's own migrations own, plus Alembic's version table and the log."""
     owned = set(conf.alembic_apps())
-    names = {"django_migrations", conf.version_table()}
+    names = {"django_migrations", conf.version_table(), conf.deploy_log_table()}
     for model in apps.get_models(include_auto_created=True):
         if model._meta.app_label not in owned:
             names.add(model._meta.db_table)

@@ -49,6 +49,24 @@ def version_table() -> str:
     return getattr(settings, "MIGSUPPORT_VERSION_TABLE", "alembic_version")
 
 
+def deploy_log_table() -> str:
+    """Return the name of the deploy log's table (:mod:`migsupport.deploylog`).
+
+    ``MIGSUPPORT_DEPLOY_LOG_TABLE``; defaults to ``migsupport_deploy_log``.
+    """
+    return getattr(settings, "MIGSUPPORT_DEPLOY_LOG_TABLE", "migsupport_deploy_log")
+
+
+def app_version() -> str | None:
+    """Return the application's version, as the deploy log records it.
+
+    ``MIGSUPPORT_APP_VERSION`` (the project reads it from ``APP_VERSION``);
+    defaults to None.
+    """
+    value = getattr(settings, "MIGSUPPORT_APP_VERSION", None)
+    return str(value) if value else None
+
+
 def include_object() -> Callable[[str, str, bool], bool] | None:
     """Return the hook that decides which objects of the schema Alembic owns, if any.
 

@@ -11,7 +11,25 @@ from typing import Any
 
 
 class MigsupportError(Exception):
-    """Root of every error raised by migsupport."""
+    """Root of every error raised by migsupport.
+
+    ``state`` is the database's state when the error came after it was
+    classified (set by :mod:`migsupport.api`), else None.
+    """
+
+    state: str | None = None
+    differences: tuple[Any, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as ``--json`` prints it: the state, the one line, the differences."""
+        return {
+            "state": self.state,
+            "error": str(self),
+            "differences": [
+                difference.to_dict() if hasattr(difference, "to_dict") else str(difference)
+                for difference in self.differences
+            ],
+        }
 
 
 class ConfigurationError(MigsupportError):

@@ -43,6 +43,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from migsupport import deploylog
+from migsupport.deploylog import DeployLog
 from migsupport.engine import create_engine, error_line
 from migsupport.events import (
     Blocker,
@@ -211,6 +213,19 @@ def retryable(exc: BaseException) -> str | None:
     return None
 
 
+def database_cause(exc: BaseException) -> BaseException:
+    """Return the database's own error behind ``exc``, or ``exc``.
+
+    A statement that fails inside Alembic's ``autocommit_block`` surfaces as
+    SQLAlchemy's ``PendingRollbackError`` from the block's closing commit; the
+    server's error (a timeout, a lock not granted) is its context.
+    """
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, sa.exc.DBAPIError):
+        seen = seen.__cause__ or seen.__context__
+    return seen if seen is not None else exc
+
+
 def connection_lost(exc: BaseException, connection: sa.Connection) -> bool:
     """Return whether ``exc`` means the connection to the server is gone."""
     if not isinstance(exc, sa.exc.DBAPIError):
@@ -249,8 +264,11 @@ class Executor:
         expected: Mapping[str, Snapshot] | None = None,
         schema_now: Callable[[sa.Connection], Snapshot] | None = None,
         rng: random.Random | None = None,
+        log: DeployLog | None = None,
     ) -> None:
         self.connection = connection
+        self.log = log
+        self.attempt = 0
         self.scripts = scripts
         self.make_config = config
         self.timeouts = timeouts
@@ -297,13 +315,23 @@ class Executor:
     def stamp(self, revision: str, *, last: str) -> None:
         """Record ``revision`` (the baseline) in the version table, under the timeouts."""
         config = self._config(None)
+        started = deploylog.now()
+
+        def work() -> None:
+            migrate(config, self.scripts, "stamp", revision)
+            if self.log is not None:
+                before = None if last == "base" else last
+                self.log.record(
+                    deploylog.BASELINE,
+                    before=before,
+                    after=revision,
+                    started_at=started,
+                    outcome="baselined",
+                    detail="the live schema equals that revision",
+                )
+
         # Nothing of a revision runs, so an error is the database's own, said as such.
-        self.run(
-            revision,
-            lambda: migrate(config, self.scripts, "stamp", revision),
-            last=last,
-            wrap=False,
-        )
+        self.run(revision, work, last=last, wrap=False)
 
     def apply(self, revisions: Sequence[str], *, start: str | None) -> list[AppliedRevision]:
         """Apply ``revisions`` in order, one transaction each; name the one that fails.
@@ -313,9 +341,22 @@ class Executor:
         """
         applied: list[AppliedRevision] = []
         committing = [False]
+        underway: dict[str, Any] = {}
 
         def on_version_apply(**_: Any) -> None:
-            # Alembic calls this just before the revision's COMMIT.
+            # Alembic calls this inside the revision's last transaction, just
+            # before its COMMIT: the log row commits with the version, or not at all.
+            if self.log is not None:
+                script = underway["script"]
+                self.log.record(
+                    deploylog.UPGRADE,
+                    before=None if underway["last"] == "base" else underway["last"],
+                    after=script.revision,
+                    checksum=deploylog.checksum(script.path),
+                    started_at=underway["started"],
+                    outcome="applied",
+                    detail=f"{self.attempt} attempts" if self.attempt > 1 else "",
+                )
             committing[0] = True
 
         config = self._config(on_version_apply)
@@ -325,6 +366,7 @@ class Executor:
             script = self.scripts.get_revision(revision)
             last = applied[-1].revision if applied else (start or "base")
             started = time.perf_counter()
+            underway.update(script=script, last=last, started=deploylog.now())
 
             def work(revision: str = revision) -> None:
                 committing[0] = False
@@ -372,6 +414,7 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
+            self.attempt = attempt
             if doc is not None:
                 self.emit(RevisionStarted(revision=revision, doc=doc, attempt=attempt))
             if self.watch is not None:
@@ -385,12 +428,14 @@ class Executor:
                     if self.connection.in_transaction():
                         self.connection.rollback()
                 raise
-            except Exception as exc:
+            except Exception as raised:
+                exc = database_cause(raised)
                 lost = connection_lost(exc, self.connection)
-                # A dead connection cannot roll back; the server already has.
-                with contextlib.suppress(sa.exc.DBAPIError):
-                    if self.connection.in_transaction():
-                        self.connection.rollback()
+                # A dead connection cannot roll back; the server already has. A
+                # failed statement in an autocommit block leaves SQLAlchemy's
+                # transaction invalid: roll it back whether or not it shows.
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    self.connection.rollback()
                 reason = None if lost else retryable(exc)
                 if reason is None and not (wrap or lost):
                     raise
@@ -441,9 +486,9 @@ class Executor:
                     now = self.schema_now(fresh)
             else:
                 now = self.schema_now(self.connection)
-                with contextlib.suppress(sa.exc.DBAPIError):
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
                     self.connection.rollback()
-        except sa.exc.DBAPIError:
+        except sa.exc.SQLAlchemyError:
             return f"the database stays at {last}"
         below = self.expected.get(last, Snapshot())
         if not compare(now, below):

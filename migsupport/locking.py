@@ -33,6 +33,8 @@ from migsupport.pooler import announced_pid, moved, require_session
 POLL_SECONDS = 0.25
 # How long a guarded command waits for the deploy lock unless told otherwise (--lock-timeout).
 DEFAULT_TIMEOUT = 300.0
+# How long a release may wait for a pooler to lend back the lock's server process.
+UNLOCK_SECONDS = 10.0
 
 
 class ConnectionLost(MigsupportError):
@@ -157,8 +159,37 @@ def _pg_lock(
             with contextlib.suppress(sa.exc.DBAPIError):
                 if connection.in_transaction():
                     connection.rollback()
-                connection.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                connection.commit()
+                _pg_unlock(connection, key, session)
+
+
+def _pg_unlock(connection: sa.Connection, key: int, session: int) -> None:
+    """Release the lock on server process ``session``, where it was granted.
+
+    A direct connection is there at once. Through a pooler that moved the
+    connection (the deploy then refuses), the unlock is retried until the
+    pooler lends ``session`` again; failing that, ``session`` is ended if it
+    is idle, since a lock left on a pooled server process would block every
+    later deploy, direct ones included, for as long as the pooler keeps it.
+    """
+    deadline = time.monotonic() + UNLOCK_SECONDS
+    while True:
+        _, pid = connection.execute(
+            sa.text("SELECT pg_advisory_unlock(:k), pg_backend_pid()"), {"k": key}
+        ).one()
+        connection.commit()
+        if pid == session:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_SECONDS / 10)
+    connection.execute(
+        sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE pid = :pid AND state = 'idle'"
+        ),
+        {"pid": session},
+    )
+    connection.commit()
 
 
 @contextlib.contextmanager

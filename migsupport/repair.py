@@ -155,8 +155,12 @@ class RepairRefused(Refused):
 
     def __init__(self, message: str, plan: RepairPlan) -> None:
         self.plan = plan
+        self.state = plan.report.state
         # The command shows the whole plan, each fix with its verdict.
         super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.plan.to_dict(), **super().to_dict()}
 
 
 class RepairFailed(Refused):

@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 
 from migsupport import conf
 from migsupport.bridge import django_table_names, owned_models, ownership
+from migsupport.deploylog import EditedRevision
 from migsupport.differences import Difference, ObjectRef
 from migsupport.exceptions import MigsupportError, Refused
 from migsupport.ledger import Ledger, revision_order
@@ -86,6 +87,7 @@ class StateReport:
     unowned: tuple[ObjectRef, ...] = ()
     reason: str | None = None
     partial: str | None = None
+    edited: tuple[EditedRevision, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +104,7 @@ class StateReport:
             "ledger": self.ledger,
             "ledger_problems": list(self.ledger_problems),
             "schema_source": self.schema_source,
+            "edited": [edit.to_dict() for edit in self.edited],
         }
 
 
@@ -216,11 +219,13 @@ def classify(
     *,
     ledger: Ledger | None,
     replay: Callable[[], Mapping[str, Snapshot]] | None = None,
+    everything: Snapshot | None = None,
 ) -> StateReport:
     """Return the state of the database behind ``connection``.
 
     Read-only: nothing is created, and a transaction this call began is
-    rolled back before it returns.
+    rolled back before it returns. ``everything`` is the whole live schema
+    if the caller has just taken it, in its open transaction; else it is read.
     """
     head = single_head(scripts)
     dialect = connection.dialect.name
@@ -228,7 +233,8 @@ def classify(
     began = not connection.in_transaction()
     try:
         current = recorded_versions(connection)
-        everything = take_snapshot(connection, hidden=django_table_names())
+        if everything is None:
+            everything = take_snapshot(connection, hidden=django_table_names())
         refuse_if_elsewhere(connection, everything, current)
     finally:
         if began and connection.in_transaction():

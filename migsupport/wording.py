@@ -41,6 +41,11 @@ _HINT = {
     PARTIALLY_APPLIED: "Run `manage.py alembic_upgrade`: it resumes the interrupted revision.",
 }
 
+EDITED_HINT = (
+    "Restore the edited scripts, or accept each edit with `manage.py "
+    "alembic_upgrade --accept-edited REVISION`; until then the upgrade refuses."
+)
+
 SUCCESS = "success"
 WARNING = "warning"
 ERROR = "error"
@@ -53,13 +58,16 @@ class StateWording:
     ``summary`` is its sentence; ``hint`` what to do next, if anything;
     ``severity`` is ``success`` (at the head), ``warning`` (a guarded
     command can bring it there) or ``error`` (a person must look).
-    ``ledger`` is the ledger's freshness as the report's line says it.
+    ``ledger`` is the ledger's freshness as the report's line says it;
+    ``edited_hint`` what to do about revisions edited after they were
+    applied, if there are any.
     """
 
     summary: str
     hint: str | None
     severity: str
     ledger: str
+    edited_hint: str | None = None
 
 
 def describe_state(report: StateReport) -> StateWording:
@@ -85,7 +93,13 @@ def describe_state(report: StateReport) -> StateWording:
     else:
         summary, hint = _SUMMARY[report.state], _HINT.get(report.state)
     ledger = report.ledger if report.schema_source != "replay" else "stale, replayed"
-    return StateWording(summary=summary, hint=hint, severity=severity, ledger=ledger)
+    return StateWording(
+        summary=summary,
+        hint=hint,
+        severity=severity,
+        ledger=ledger,
+        edited_hint=EDITED_HINT if report.edited else None,
+    )
 
 
-__all__ = ["ERROR", "SUCCESS", "WARNING", "StateWording", "describe_state"]
+__all__ = ["EDITED_HINT", "ERROR", "SUCCESS", "WARNING", "StateWording", "describe_state"]

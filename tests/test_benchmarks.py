@@ -28,13 +28,22 @@ REPORT_LINES = {
     "bench_admin.py": re.compile(
         r"Goal \(ours, with the indexes: .*\): ratio <= 2, queries constant"
     ),
+    "bench_online.py": re.compile(
+        r"index builds: .*: guarded \d+\.\d{3}.*, baseline \d+\.\d{3}.* "
+        r"\(goal <= 0\.1: (met|MISSED)\)"
+    ),
+    "bench_repair.py": re.compile(
+        r"ratio repair --plan / status \((in-process|processes)\): \d+\.\d\dx "
+        r"\((meets|MISSES) the goal of <= 1\.5x\)"
+    ),
     "bench_session.py": re.compile(r"direct +\d+\.\d{3} +\d+\.\d{3} +\d+\.\d\d"),
     "bench_state.py": re.compile(r"Goal: ratio <= 1: (met|MISSED) \(worst \d+\.\d\d\)"),
     "bench_upgrade.py": re.compile(r"\(medians of 1 interleaved runs each; goal .*\)"),
     "bench_verify.py": re.compile(r"ratio verify / raw: \d+\.\d\dx \((meets|MISSES) the goal .*\)"),
 }
 SCRATCH_NAME = re.compile(
-    r"\b(?:bench_state_|bench_admin_|migsupport_bench_|migsupport_scratch_)\w+"
+    r"\b(?:bench_state_|bench_admin_|bench_online_|bench_repair_|migsupport_bench_"
+    r"|migsupport_scratch_)\w+"
 )
 SMOKE_TIMEOUT = 900
 

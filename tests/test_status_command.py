@@ -204,6 +204,7 @@ def test_status_json_prints_one_object_with_every_key(database_url, engine):
         "ledger": "fresh",
         "ledger_problems": [],
         "schema_source": "ledger",
+        "edited": [],
     }
 
 
@@ -230,6 +231,7 @@ def test_status_json_of_an_unversioned_database_carries_the_match(database_url, 
         "ledger": "fresh",
         "ledger_problems": [],
         "schema_source": "ledger",
+        "edited": [],
     }
 
 

@@ -494,7 +494,8 @@ def test_json_prints_the_summary_of_what_was_done(sqlite_url):
     summary = json.loads(result.stdout)
     assert set(summary) == {
         "database", "url", "direct", "state", "current", "target", "baseline", "revisions",
-        "applied", "after", "backup", "dry_run", "steps", "differences", "unowned",
+        "applied", "after", "backup", "dry_run", "steps", "differences", "unowned", "edited",
+        "accepted",
     }  # fmt: skip
     assert summary["database"] == "default"
     assert (summary["url"], summary["direct"]) == (shown(database_url), False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from typing import Any
@@ -69,10 +70,12 @@ class MigsupportCommand(BaseCommand):
         self.verbosity = options["verbosity"]
         try:
             return self.run(*args, **options)
-        except Refused as exc:
-            self.write_differences(exc.differences, self.stderr)
-            raise CommandError(str(exc)) from exc
         except MigsupportError as exc:
+            if options.get("json"):
+                # CI tools get one object to parse; the exit status stays the same.
+                self.stdout.write(json.dumps(exc.to_dict(), indent=2))
+            if isinstance(exc, Refused):
+                self.write_differences(exc.differences, self.stderr)
             raise CommandError(str(exc)) from exc
         except KeyboardInterrupt:
             if options.get("traceback"):

@@ -295,7 +295,16 @@ def refusal(url: URL) -> re.Pattern[str]:
 def assert_refused(
     result: subprocess.CompletedProcess, url: URL, stdout: str = "", *, warning: str = ""
 ) -> None:
-    """Assert exit 1, ``stdout``, and a stderr of ``warning`` then the one-line refusal."""
+    """Assert exit 1, ``stdout``, and a stderr of ``warning`` then the one-line refusal.
+
+    With ``--json``, stdout is one object carrying the same line as its error.
+    """
+    if "--json" in result.args:
+        assert result.returncode == 1, result
+        error = json.loads(result.stdout)
+        assert (error["state"], error["differences"]) == (None, []), error
+        assert result.stderr == f"{warning}CommandError: {error['error']}\n", result.stderr
+        stdout = result.stdout
     assert (result.returncode, result.stdout) == (1, stdout), result
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(warning), result.stderr

@@ -12,7 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-IGNORED = ("alembic_version",)
+# Never part of the schema: Alembic's version table, and migsupport's deploy log.
+DEPLOY_LOG = "migsupport_deploy_log"
+IGNORED = ("alembic_version", DEPLOY_LOG)
 
 
 def catalog(engine: Engine) -> dict[str, Any]:
@@ -93,3 +95,22 @@ def table_rows(engine: Engine, table: str) -> list[tuple]:
         return sorted(
             tuple(map(str, row)) for row in connection.execute(sa.text(f"SELECT * FROM {table}"))
         )
+
+
+def deploy_log_rows(engine: Engine) -> list[tuple[str, str, str | None, str | None, str]] | None:
+    """Return (command, action, before, after, outcome) per row of the deploy log, oldest first.
+
+    None when the table does not exist.
+    """
+    if not sa.inspect(engine).has_table(DEPLOY_LOG):
+        return None
+    with engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                sa.text(
+                    "SELECT command, action, revision_before, revision_after, outcome "
+                    f"FROM {DEPLOY_LOG} ORDER BY id"
+                )
+            )
+        ]

@@ -4,7 +4,8 @@
   holding what its statements took (a report reading a table, left idle in
   transaction), until it is told to let go.
 - :class:`Application` reads jobs and inserts materials on a steady beat,
-  each on a connection of its own, and keeps how long each call waited.
+  each on a connection of its own, and keeps how long each call waited and
+  the id of every material it inserted (``kinds=("insert",)``: a writer alone).
 - :class:`LockSpy` samples, from a session of its own, the locks a deploy's
   sessions hold or wait for, so that a test names the locks a deploy takes.
 
@@ -72,18 +73,21 @@ class Application:
 
     Each call runs on a connection of its own in autocommit, with no timeout:
     whatever a deploy makes it wait, it waits, and the wait is measured.
+    ``kinds`` says which loops run (``read``, ``insert``); ``inserted`` holds
+    the id of every material an insert committed.
     """
 
     url: URL
     interval: float = 0.2
     waits: list[tuple[str, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    kinds: tuple[str, ...] = ("read", "insert")
+    inserted: list[uuid.UUID] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.stopped = threading.Event()
         self.threads = [
-            threading.Thread(target=self._loop, args=(kind,), daemon=True)
-            for kind in ("read", "insert")
+            threading.Thread(target=self._loop, args=(kind,), daemon=True) for kind in self.kinds
         ]
 
     def start(self) -> Application:
@@ -109,11 +113,13 @@ class Application:
                     if kind == "read":
                         db.execute("SELECT count(*) FROM material_detection_jobs").fetchone()
                     else:
+                        material = uuid.uuid4()
                         db.execute(
                             "INSERT INTO detected_materials (id, job_id, material_name, "
                             "confidence) VALUES (%s, %s, 'probe', 0.5)",
-                            (uuid.uuid4(), job),
+                            (material, job),
                         )
+                        self.inserted.append(material)
                 except psycopg.Error as exc:
                     self.errors.append(f"{kind}: {exc}")
                 self.waits.append((kind, time.monotonic() - started))
@@ -147,7 +153,8 @@ class LockSpy:
                     "SELECT c.relname, l.mode, l.granted FROM pg_locks l "
                     "JOIN pg_stat_activity a ON a.pid = l.pid "
                     "JOIN pg_class c ON c.oid = l.relation "
-                    "WHERE a.application_name = %s AND l.locktype = 'relation' "
+                    "WHERE a.application_name = %s AND a.datname = current_database() "
+                    "AND l.locktype = 'relation' "
                     "AND c.relname IN ('material_detection_jobs', 'detected_materials')",
                     (self.application,),
                 ).fetchall()

@@ -102,7 +102,7 @@ class Command(MigsupportCommand):
             )
         except RepairRefused as exc:
             if options["json"]:
-                self.stdout.write(json.dumps(exc.plan.to_dict(), indent=2))
+                self.stdout.write(json.dumps(exc.to_dict(), indent=2))
             else:
                 self._render_fixes(exc.plan, self.stderr)
             raise CommandError(str(exc)) from exc

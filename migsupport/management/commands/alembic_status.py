@@ -26,7 +26,10 @@ class Command(MigsupportCommand):
         parser.add_argument(
             "--check",
             action="store_true",
-            help="Exit with status 1 unless the state is up_to_date (a deploy or readiness gate).",
+            help=(
+                "Exit with status 1 unless the state is up_to_date and no applied revision was "
+                "edited (a deploy or readiness gate)."
+            ),
         )
         parser.add_argument(
             "--no-replay",
@@ -41,7 +44,7 @@ class Command(MigsupportCommand):
             self.stdout.write(json.dumps(result.to_dict(), indent=2))
         else:
             self._render(result)
-        if options["check"] and report.state != UP_TO_DATE:
+        if options["check"] and (report.state != UP_TO_DATE or report.edited):
             sys.exit(1)
 
     def _render(self, result: api.StatusResult) -> None:
@@ -76,6 +79,12 @@ class Command(MigsupportCommand):
             self.stdout.write(style.MIGRATE_HEADING("Differences:"))
             for difference in report.differences:
                 self.stdout.write(f"  - {difference}")
+        if report.edited:
+            self.stdout.write(style.ERROR("Edited after they were applied:"))
+            for edit in report.edited:
+                self.stdout.write(f"  - {edit.message}")
         self.write_unowned(report.unowned, self.stdout)
         if wording.hint and self.verbosity >= 1:
             self.stdout.write(style.NOTICE(wording.hint))
+        if wording.edited_hint and self.verbosity >= 1:
+            self.stdout.write(style.NOTICE(wording.edited_hint))

@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from migsupport import api
+from migsupport.deploylog import short
 from migsupport.events import (
     BackupWritten,
     Baselined,
@@ -82,6 +83,16 @@ class Command(MigsupportCommand):
             metavar="DIR",
             help="Write a backup here before changing anything (pg_dump -Fc, or SQLite's backup).",
         )
+        parser.add_argument(
+            "--accept-edited",
+            action="append",
+            default=[],
+            metavar="REVISION",
+            help=(
+                "Accept that REVISION's script was edited after it was applied (its checksum "
+                "differs from the deploy log's); the acceptance is logged. Repeat for several."
+            ),
+        )
         parser.add_argument("--json", action="store_true", help="Print a JSON summary.")
 
     def run(self, *args: Any, **options: Any) -> None:
@@ -119,6 +130,7 @@ class Command(MigsupportCommand):
             ),
             backup_dir=options["backup_dir"],
             progress=None if self.json or options["sql"] else self._progress,
+            accept_edited=options["accept_edited"],
         )
 
     def _say(self, text: str, level: int = 1) -> None:
@@ -173,6 +185,13 @@ class Command(MigsupportCommand):
         self.stdout.write(f"  State:    {result.state.state}")
         self.stdout.write(f"  Current:  {result.state.current or '(none)'}")
         self.write_unowned(result.state.unowned, self.stdout)
+        for edit in result.state.edited:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"  Edited:   {edit.message}; the upgrade refuses it unless given "
+                    f"--accept-edited {edit.revision}"
+                )
+            )
         if result.baseline:
             self.stdout.write(
                 f"  Baseline: {result.baseline} (the live schema equals that revision)"
@@ -197,6 +216,11 @@ class Command(MigsupportCommand):
                 )
 
     def _render_result(self, result: api.UpgradeResult) -> None:
+        for edit in result.accepted:
+            self._say(
+                f"  Accepted the edit of {edit.revision}: the deploy log now expects checksum "
+                f"{short(edit.current)} (was {short(edit.recorded)})."
+            )
         if result.applied:
             self._say(
                 self.style.SUCCESS(
