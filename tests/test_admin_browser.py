@@ -338,6 +338,8 @@ def test_the_schema_page_shows_the_state_to_staff_allowed_to_see_it(
         "The recorded version is the head, and the schema equals it."
     )
     expect(page.locator("#content-main form")).to_have_count(0)
+    # The test database was upgraded by the guarded command: its deploys are logged.
+    expect(page.locator("#schema-log .schema-log-entry").first).to_contain_text("alembic_upgrade")
     path = OUTPUT / "admin-schema-up-to-date.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
@@ -354,6 +356,11 @@ def test_the_schema_page_shows_the_state_to_staff_allowed_to_see_it(
     expect(badge).to_have_text("drifted")
     expect(badge).to_have_css("background-color", "rgb(185, 28, 28)")
     expect(page.locator("#schema-differences li")).to_have_text([f"index {DRIFT_INDEX} is missing"])
+    # Migrated by plain Alembic, before any guarded command: nothing logged.
+    expect(page.locator(".schema-log-empty")).to_have_text("No deploy has been logged yet.")
+    expect(page.locator(".schema-before-log")).to_have_text(
+        "Revisions applied before the log existed: b662310f1380, 7c1d2e3f4a5b, 3d5f8a9b2c41"
+    )
     path = OUTPUT / "admin-schema-drifted.png"
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000

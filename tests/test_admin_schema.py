@@ -432,3 +432,142 @@ def test_a_missing_sqlite_file_is_one_line(schema_client: Client, tmp_path: Path
         f"sqlite:///{missing}: the database file does not exist"
     )
     assert not missing.exists()
+
+
+# -- the deploy log ----------------------------------------------------------------------
+
+
+def log_rows(response: Any) -> list[str]:
+    """Each row of the deploy log's table: its cells' text, joined by " | "."""
+    html = content_main(response)
+    rows = re.findall(r'<tr class="schema-log-entry"[^>]*>(.*?)</tr>', html, re.S)
+    return [
+        " | ".join(
+            " ".join(unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        )
+        for row in rows
+    ]
+
+
+def record_upgrade(engine: Engine, revision: str, checksum: str) -> None:
+    """Write a deploy log row saying that ``revision`` was applied from a script of ``checksum``."""
+    from migsupport.deploylog import UPGRADE, DeployLog, now
+
+    with engine.begin() as connection:
+        DeployLog(connection, "alembic_upgrade").record(
+            UPGRADE,
+            before=SECOND,
+            after=revision,
+            started_at=now(),
+            outcome="applied",
+            checksum=checksum,
+        )
+
+
+def record_stamps(engine: Engine, count: int) -> None:
+    """Write ``count`` rows into the deploy log, as that many stamps of the head would."""
+    from migsupport.deploylog import STAMP, DeployLog, now
+
+    with engine.begin() as connection:
+        log = DeployLog(connection, "alembic_stamp")
+        for _ in range(count):
+            log.record(STAMP, before=HEAD, after=HEAD, started_at=now(), outcome="proven")
+
+
+@pytest.mark.django_db
+def test_a_database_migrated_before_the_log_existed(
+    schema_client: Client, other_database: tuple[str, Engine]
+) -> None:
+    alias, engine = other_database
+    reach(engine, "up_to_date")  # by plain Alembic: no guarded command, no log
+
+    html = content_main(schema_client.get(SCHEMA_PAGE, {"database": alias}))
+
+    assert '<p class="schema-log-empty">No deploy has been logged yet.</p>' in html
+    assert (
+        '<p class="schema-before-log">Revisions applied before the log existed: '
+        f"{BASELINE}, {SECOND}, {HEAD}</p>" in html
+    )
+    assert "schema-log-entry" not in html
+
+
+@pytest.mark.django_db
+def test_a_guarded_upgrade_is_in_the_log(
+    schema_client: Client, other_database: tuple[str, Engine]
+) -> None:
+    alias, engine = other_database
+    reach(engine, "behind")
+    outcome = run_command("alembic_upgrade", alias=alias)
+    assert outcome.error is None, outcome.error
+
+    response = schema_client.get(SCHEMA_PAGE, {"database": alias})
+
+    rows = log_rows(response)
+    assert len(rows) == 2
+    # Newest first; the started time, the user and host vary: the rest is exact.
+    for row, (before, after) in zip(rows, [(SECOND, HEAD), (BASELINE, SECOND)], strict=True):
+        cells = row.split(" | ")
+        assert cells[1:5] == ["alembic_upgrade", "upgrade", f"{before} → {after}", "applied"], row
+    assert "schema-before-log" in content_main(response)  # the baseline came before the log
+    assert "2 entries" in content_main(response)
+
+
+@pytest.mark.django_db
+def test_the_log_is_paginated_25_entries_a_page(
+    schema_client: Client, other_database: tuple[str, Engine]
+) -> None:
+    alias, engine = other_database
+    reach(engine, "up_to_date")
+    record_stamps(engine, 30)
+
+    first = schema_client.get(SCHEMA_PAGE, {"database": alias})
+    second = schema_client.get(SCHEMA_PAGE, {"database": alias, "page": "2"})
+
+    def ids(response: Any) -> list[int]:
+        return [
+            int(i)
+            for i in re.findall(r'class="schema-log-entry" data-id="(\d+)"', content_main(response))
+        ]
+
+    assert ids(first) == list(range(30, 5, -1))
+    assert ids(second) == [5, 4, 3, 2, 1]
+    html = content_main(first)
+    assert '<span class="this-page">1</span>' in html
+    assert f'<a href="?database={alias}&amp;page=2">2</a>' in html
+    assert "30 entries, 1&ndash;25 shown" in html
+    assert "30 entries, 26&ndash;30 shown" in content_main(second)
+    assert f'<a href="?database={alias}&amp;page=1">1</a>' in content_main(second)
+    # Past the last page: the last page; not a page number: the first.
+    assert ids(schema_client.get(SCHEMA_PAGE, {"database": alias, "page": "99"})) == ids(second)
+    assert ids(schema_client.get(SCHEMA_PAGE, {"database": alias, "page": "x"})) == ids(first)
+    # Each page reads the log afresh, while the state stays cached.
+    assert not any("<form" in content_main(r) for r in (first, second))
+
+
+@pytest.mark.django_db
+def test_a_revision_edited_after_it_was_applied_is_shown_as_the_command_shows_it(
+    schema_client: Client, other_database: tuple[str, Engine]
+) -> None:
+    alias, engine = other_database
+    reach(engine, "up_to_date")
+    record_upgrade(engine, HEAD, "ab" * 32)
+
+    response = schema_client.get(SCHEMA_PAGE, {"database": alias})
+
+    html = content_main(response)
+    assert 'id="schema-edited"' in html
+    edited = texts(response, "schema-lines")
+    assert len(edited) == 1
+    assert edited[0].startswith(f"revision {HEAD} was edited after it was applied: ")
+    assert edited[0].endswith("the deploy log recorded abababababab")
+    lines = status_lines(alias)
+    assert edited == command_section(lines, "Edited after they were applied:")
+    assert (
+        "<code>manage.py alembic_upgrade --accept-edited REVISION</code>; until then the upgrade "
+        "refuses." in html
+    )
+    assert lines[-1] == (
+        "Restore the edited scripts, or accept each edit with `manage.py alembic_upgrade "
+        "--accept-edited REVISION`; until then the upgrade refuses."
+    )

@@ -5,6 +5,9 @@ Read-only: it shows what ``manage.py alembic_status`` reports, in its words
 button or form, and nothing it does writes to the database. Staff need the
 ``materials.view_schema_state`` permission (superusers have it).
 
+The deploy log is read a page (``LOG_PAGE_SIZE`` entries) at a time, on
+every request.
+
 The state is read on request, as ``alembic_status`` reads it (the ledger and
 one read-only snapshot of the catalog, never a replay on a scratch
 database), and kept ``CACHE_SECONDS`` in Django's cache per database alias,
@@ -17,11 +20,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from alembic.script import ScriptDirectory
 from django.contrib.admin import AdminSite
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
@@ -39,6 +44,9 @@ CACHE_SECONDS = 5.0
 CACHE_KEY = "materials:admin:schema:{alias}"
 # The query parameter that picks the database alias.
 DATABASE_VAR = "database"
+# The deploy log's page: its parameter, and its entries a page.
+PAGE_VAR = "page"
+LOG_PAGE_SIZE = 25
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class SchemaReading:
     ledger_problems: tuple[str, ...] = ()
     differences: tuple[str, ...] = ()
     unowned: tuple[str, ...] = ()
+    edited: tuple[str, ...] = ()
+    edited_hint: str | None = None
 
 
 def _revision(scripts: ScriptDirectory | None, revision: str | None) -> Revision | None:
@@ -137,6 +147,8 @@ def read_schema(alias: str) -> SchemaReading:
         ledger_problems=tuple(report.ledger_problems),
         differences=tuple(str(difference) for difference in report.differences),
         unowned=tuple(str(obj) for obj in report.unowned),
+        edited=tuple(edit.message for edit in report.edited),
+        edited_hint=wording.edited_hint,
     )
 
 
@@ -163,6 +175,46 @@ def cached_schema(alias: str) -> SchemaReading:
     return reading
 
 
+def _page_number(request: HttpRequest) -> int:
+    """The ``?page=N`` asked for; anything but a positive number is the first page."""
+    value = request.GET.get(PAGE_VAR, "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def log_context(request: HttpRequest, alias: str) -> dict[str, Any]:
+    """The deploy log's page ``?page=N``: its entries, its links, or the one line of its error.
+
+    One read of the log per page (two when the page asked for is past the
+    last one, which is shown instead), through ``migsupport.api.read_log``.
+    """
+    number = _page_number(request)
+    try:
+        view = api.read_log(alias, limit=LOG_PAGE_SIZE, offset=(number - 1) * LOG_PAGE_SIZE)
+        # A range stands for the entries: the paginator counts it without a query.
+        paginator = Paginator(range(view.total), LOG_PAGE_SIZE)
+        page = paginator.get_page(number)
+        if page.number != number:
+            view = api.read_log(
+                alias, limit=LOG_PAGE_SIZE, offset=(page.number - 1) * LOG_PAGE_SIZE
+            )
+    except MigsupportError as exc:
+        return {"log_error": _one_line(exc)}
+
+    def link(n: int | str) -> str | None:
+        if not isinstance(n, int):
+            return None  # the ellipsis
+        query = {DATABASE_VAR: alias} if alias != DEFAULT_DB_ALIAS else {}
+        return f"?{urlencode({**query, PAGE_VAR: n})}"
+
+    return {
+        "log": view,
+        "log_page": page,
+        "log_links": [
+            (n, link(n)) for n in paginator.get_elided_page_range(page.number, on_each_side=2)
+        ],
+    }
+
+
 def schema_view(request: HttpRequest, admin_site: AdminSite) -> TemplateResponse:
     """Render the state of ``?database=ALIAS`` (default ``default``); 403 without the permission."""
     if not request.user.has_perm(SCHEMA_PERMISSION):
@@ -181,8 +233,10 @@ def schema_view(request: HttpRequest, admin_site: AdminSite) -> TemplateResponse
         "reading": reading,
         "state_badge": state_badge(reading.state, reading.severity),
         "hint": with_code(reading.hint),
+        "edited_hint": with_code(reading.edited_hint),
         "aliases": aliases if len(aliases) > 1 else (),
         "database_var": DATABASE_VAR,
         "cache_seconds": CACHE_SECONDS,
+        **log_context(request, alias),
     }
     return TemplateResponse(request, "admin/materials/schema.html", context)
