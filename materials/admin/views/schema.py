@@ -5,14 +5,13 @@ Read-only: it shows what ``manage.py alembic_status`` reports, in its words
 button or form, and nothing it does writes to the database. Staff need the
 ``materials.view_schema_state`` permission (superusers have it).
 
-The deploy log is read a page (``LOG_PAGE_SIZE`` entries) at a time, on
-every request.
-
 The state is read on request, as ``alembic_status`` reads it (the ledger and
 one read-only snapshot of the catalog, never a replay on a scratch
 database), and kept ``CACHE_SECONDS`` in Django's cache per database alias,
 so that reloading the page, or several staff at once, cost one reading per
-interval. The admin's index only links here: it never reads the state.
+interval. The deploy log is read on every request, ``LOG_PAGE_SIZE``
+entries of it (``migsupport.api.read_log``). The admin's index only links
+here: it never reads the state.
 """
 
 from __future__ import annotations
