@@ -7,7 +7,8 @@ Issue 14 adds to the goal the charts page, ``/health/``, the list sorted by
 confidence, a search matching 20 rows (its list, and a month of its date
 drill-down), and the pages that order by the creation time when every row
 carries the same timestamp; a search matching 20 rows with a category the
-planner misjudges is reported.
+planner misjudges is reported. The schema page (``/admin/.../schema/``,
+uncached: the state read on every request) is in the goal too.
 
 In one run it:
 
@@ -325,6 +326,11 @@ def setup_django(small: sa.URL, large: sa.URL) -> None:
 
     django.setup()
 
+    import materials.admin.views.schema
+
+    # The schema page too: the state read on every request, not once per interval.
+    materials.admin.views.schema.CACHE_SECONDS = 0
+
     from django.contrib import admin
     from django.urls import path
 
@@ -388,6 +394,8 @@ class Page:
     ours_only: bool = False
     # The answers that count as served (the probe says 503 without the indexes).
     statuses: tuple[int, ...] = (200,)
+    # Text the answer must hold (the schema page answers 200 with an error too).
+    must_contain: str | None = None
 
 
 @dataclass
@@ -494,6 +502,14 @@ def pick_pages(big_job_materials: int = BIG_JOB_MATERIALS) -> list[Page]:
             ours_only=True,
         ),
         Page(
+            "schema",
+            "schema page (uncached)",
+            {s: f"materials/materialdetectionjob/schema/?database={s}" for s in SIZES},
+            goal=True,
+            ours_only=True,
+            must_contain='<span class="schema-state schema-state-',
+        ),
+        Page(
             "health",
             "/health/ (uncached)",
             {s: f"/health/{s}/" for s in SIZES},
@@ -542,24 +558,44 @@ def make_clients() -> dict[str, Any]:
 
 
 def request(
-    clients: dict[str, Any], size: str, path: str, statuses: tuple[int, ...] = (200,)
+    clients: dict[str, Any],
+    size: str,
+    path: str,
+    statuses: tuple[int, ...] = (200,),
+    must_contain: str | None = None,
 ) -> tuple[float, int]:
-    """GET ``path`` on the ``size`` database; return the seconds and the query count."""
+    """GET ``path`` on the ``size`` database; return the seconds and the query count.
+
+    The count is of Django's queries and of the statements migsupport's
+    SQLAlchemy engines run (the state of ``/health/`` and the schema page,
+    the deploy log).
+    """
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
+
+    statements: list[str] = []
+
+    def count_statement(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
 
     ROUTER.alias = size
     gc.collect()
     checkpoint()
     # Capturing only appends each query's SQL to a list: far below the noise.
-    with CaptureQueriesContext(connections[size]) as captured:
-        started = time.perf_counter()
-        response = clients[size].get(path)
-        seconds = time.perf_counter() - started
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count_statement)
+    try:
+        with CaptureQueriesContext(connections[size]) as captured:
+            started = time.perf_counter()
+            response = clients[size].get(path)
+            seconds = time.perf_counter() - started
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count_statement)
     checkpoint()
     if response.status_code not in statuses:
         raise SystemExit(f"GET {path} on {size}: HTTP {response.status_code}")
-    return seconds, len(captured)
+    if must_contain is not None and must_contain not in response.content.decode():
+        raise SystemExit(f"GET {path} on {size}: the answer lacks {must_contain!r}")
+    return seconds, len(captured) + len(statements)
 
 
 def measure(pages: Sequence[Page], clients: dict[str, Any], repeat: int) -> dict[str, Measurement]:
@@ -578,7 +614,13 @@ def measure(pages: Sequence[Page], clients: dict[str, Any], repeat: int) -> dict
         for admin_key in ADMINS:
             if runs(page, admin_key) == repeat:
                 for size in page.paths:
-                    request(clients, size, admin_path(page, admin_key, size), page.statuses)
+                    request(
+                        clients,
+                        size,
+                        admin_path(page, admin_key, size),
+                        page.statuses,
+                        page.must_contain,
+                    )
     for turn in range(repeat):
         log(f"  repeat {turn + 1}/{repeat}")
         for page in pages:
@@ -589,7 +631,11 @@ def measure(pages: Sequence[Page], clients: dict[str, Any], repeat: int) -> dict
                 # Alternate which size goes first, so that drift hits both alike.
                 for size in sizes if turn % 2 == 0 else sizes[::-1]:
                     seconds, queries = request(
-                        clients, size, admin_path(page, admin_key, size), page.statuses
+                        clients,
+                        size,
+                        admin_path(page, admin_key, size),
+                        page.statuses,
+                        page.must_contain,
                     )
                     result = results[page.key]
                     result.times.setdefault((admin_key, size), []).append(seconds)

@@ -111,6 +111,10 @@ class MaterialDetectionJob(models.Model):
         db_table = "material_detection_jobs"
         ordering = ["-created_at"]
         verbose_name = "detection job"
+        # Not about jobs: the admin's schema page (materials/admin/views/schema.py).
+        # A model's permissions are Django's (auth_permission, made by
+        # `manage.py migrate`), not part of the table Alembic owns.
+        permissions = [("view_schema_state", "Can view the database schema state")]
         indexes = [
             Index(fields=["status"], name="ix_material_detection_jobs_status"),
             Index(fields=["created_at"], name="ix_material_detection_jobs_created_at"),

@@ -268,3 +268,111 @@ def test_staff_see_the_charts_and_sort_by_confidence(
     )
     expect(short).to_have_text(str(job.pk)[:8])
     expect(short).to_have_attribute("title", str(job.pk))
+
+
+# The schema page
+
+
+@pytest.fixture
+def schema_users(transactional_db: None) -> None:
+    """A staff user with the schema permission, and one with only the tables' view permissions."""
+    dba = User.objects.create_user("dba", password=PASSWORD, is_staff=True)
+    dba.user_permissions.add(Permission.objects.get(codename="view_schema_state"))
+    viewer = User.objects.create_user("viewer", password=PASSWORD, is_staff=True)
+    viewer.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["view_detectedmaterial", "view_materialdetectionjob"]
+        )
+    )
+
+
+@pytest.fixture
+def drifted_alias(tmp_path: Path) -> Iterator[str]:
+    """A drifted SQLite database (an index dropped by hand) under a Django alias of its own."""
+    from sqlalchemy.engine import URL
+
+    from migsupport.engine import create_engine
+    from tests.support.inprocess import database_alias
+    from tests.support.states import reach
+
+    url = URL.create("sqlite", database=str(tmp_path / "drifted.sqlite3"))
+    engine = create_engine(url)
+    try:
+        reach(engine, "drifted")
+    finally:
+        engine.dispose()
+    with database_alias(url) as alias:
+        yield alias
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_schema_page_shows_the_state_to_staff_allowed_to_see_it(
+    schema_users: None, drifted_alias: str, live_server: Any, browser: Any
+) -> None:
+    from django.core.cache import cache
+    from playwright.sync_api import expect
+
+    from tests.support.states import DRIFT_INDEX, HEAD
+
+    cache.clear()
+    schema_page = reverse("admin:materials_schema")
+    OUTPUT.mkdir(exist_ok=True)
+
+    # Anonymous: the admin's login form, then back to the page.
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(20_000)
+    page.goto(f"{live_server.url}{schema_page}")
+    expect(page).to_have_url(f"{live_server.url}/admin/login/?next={schema_page}")
+    page.fill("#id_username", "dba")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page).to_have_url(f"{live_server.url}{schema_page}")
+
+    # The test database is at the head: a green badge.
+    badge = page.locator("#schema-row-state .schema-state")
+    expect(badge).to_have_text("up_to_date")
+    expect(badge).to_have_class("schema-state schema-state-up-to-date")
+    expect(badge).to_have_css("background-color", "rgb(21, 128, 61)")
+    expect(page.locator("#schema-row-head .revision")).to_have_text(HEAD)
+    expect(page.locator(".schema-summary")).to_have_text(
+        "The recorded version is the head, and the schema equals it."
+    )
+    expect(page.locator("#content-main form")).to_have_count(0)
+    # The test database was upgraded by the guarded command: its deploys are logged.
+    expect(page.locator("#schema-log .schema-log-entry").first).to_contain_text("alembic_upgrade")
+    path = OUTPUT / "admin-schema-up-to-date.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+
+    # From the index too.
+    page.goto(f"{live_server.url}/admin/")
+    page.get_by_role("link", name="Database schema").click()
+    expect(page).to_have_url(f"{live_server.url}{schema_page}")
+
+    # The drifted database, from the page's list of databases: a red badge, the difference.
+    page.locator(".schema-databases").get_by_role("link", name=drifted_alias).click()
+    expect(page).to_have_url(f"{live_server.url}{schema_page}?database={drifted_alias}")
+    badge = page.locator("#schema-row-state .schema-state")
+    expect(badge).to_have_text("drifted")
+    expect(badge).to_have_css("background-color", "rgb(185, 28, 28)")
+    expect(page.locator("#schema-differences li")).to_have_text([f"index {DRIFT_INDEX} is missing"])
+    # Migrated by plain Alembic, before any guarded command: nothing logged.
+    expect(page.locator(".schema-log-empty")).to_have_text("No deploy has been logged yet.")
+    expect(page.locator(".schema-before-log")).to_have_text(
+        "Revisions applied before the log existed: b662310f1380, 7c1d2e3f4a5b, 3d5f8a9b2c41"
+    )
+    path = OUTPUT / "admin-schema-drifted.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+    page.close()
+
+    # Staff without the permission: no link on the index, and 403 at the page.
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(20_000)
+    log_in(page, live_server)
+    expect(page).to_have_url(f"{live_server.url}/admin/")
+    expect(page.get_by_role("link", name="Database schema")).to_have_count(0)
+    response = page.goto(f"{live_server.url}{schema_page}")
+    assert response is not None and response.status == 403
+    page.screenshot(path=str(OUTPUT / "admin-schema-forbidden.png"), full_page=True)
+    page.close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from materials.models import JobStatus
+from migsupport.wording import ERROR, SUCCESS, WARNING
 
 # Background colours of the job status badges, all readable under white text.
 STATUS_COLOURS: dict[str, str] = {
@@ -19,6 +20,12 @@ STATUS_COLOURS: dict[str, str] = {
     JobStatus.CANCELLED: "#92400e",
 }
 UNKNOWN_STATUS_COLOUR = "#374151"
+# The schema state's badge, by its severity (migsupport.wording), in the same colours.
+SEVERITY_COLOURS: dict[str, str] = {
+    SUCCESS: STATUS_COLOURS[JobStatus.COMPLETED],
+    WARNING: STATUS_COLOURS[JobStatus.CANCELLED],
+    ERROR: STATUS_COLOURS[JobStatus.FAILED],
+}
 EMPTY = "—"
 
 # Hex digits of a UUID shown in a list; the whole id is one hover away.
@@ -33,15 +40,45 @@ def status_label(status: str) -> str:
         return status
 
 
+def badge(css_class: str, colour: str, label: str) -> SafeString:
+    """A coloured badge under white text: how the admin shows a status."""
+    return format_html(
+        '<span class="{}" style="background-color: {}; color: #fff; '
+        'padding: 2px 8px; border-radius: 9px; white-space: nowrap;">{}</span>',
+        css_class,
+        colour,
+        label,
+    )
+
+
 def status_badge(status: str) -> SafeString:
     """The job status as a coloured badge."""
     colour = STATUS_COLOURS.get(status, UNKNOWN_STATUS_COLOUR)
-    return format_html(
-        '<span class="job-status job-status-{}" style="background-color: {}; color: #fff; '
-        'padding: 2px 8px; border-radius: 9px; white-space: nowrap;">{}</span>',
-        str(status).lower(),
-        colour,
-        status_label(status),
+    return badge(f"job-status job-status-{str(status).lower()}", colour, status_label(status))
+
+
+def state_badge(state: str | None, severity: str | None) -> SafeString:
+    """A database's schema state (``up_to_date``, ``drifted``...) as a badge like a job's status.
+
+    Coloured by ``severity`` (``migsupport.wording``): at the head, a state a
+    guarded command can bring there, or one a person must look at. ``None``:
+    the state could not be read.
+    """
+    colour = SEVERITY_COLOURS.get(severity or "", UNKNOWN_STATUS_COLOUR)
+    name = state or "unreadable"
+    return badge(f"schema-state schema-state-{name.replace('_', '-')}", colour, name)
+
+
+def with_code(text: str | None) -> SafeString:
+    """``text`` escaped, each `backticked` part (a command) shown as code."""
+    parts = (text or "").split("`")
+    return format_html_join(
+        "",
+        "{}",
+        (
+            (format_html("<code>{}</code>", part) if i % 2 else part,)
+            for i, part in enumerate(parts)
+        ),
     )
 
 

@@ -23,6 +23,7 @@ from materials.admin.filters import IndexedValuesListFilter, RangeListFilter
 from materials.admin.utils import parse_uuid, search_terms
 from materials.admin.views.dashboard import DASHBOARD_PERMISSIONS, dashboard_view
 from materials.admin.views.main import EstimatedCountPaginator, IndexedChangeList
+from materials.admin.views.schema import schema_view
 from materials.models import DetectedMaterial, MaterialDetectionJob, MaterialSummary
 
 # The job page lists only this many materials, so a job with thousands of
@@ -228,10 +229,19 @@ class MaterialDetectionJobAdmin(ScalableAdmin):
             self.admin_site.admin_view(self.dashboard_view),
             name=f"{self.opts.app_label}_dashboard",
         )
-        return [dashboard, *super().get_urls()]
+        # The schema page hangs here too, as the permission it needs does.
+        schema = path(
+            "schema/",
+            self.admin_site.admin_view(self.schema_view),
+            name=f"{self.opts.app_label}_schema",
+        )
+        return [dashboard, schema, *super().get_urls()]
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         return dashboard_view(request, self.admin_site)
+
+    def schema_view(self, request: HttpRequest) -> HttpResponse:
+        return schema_view(request, self.admin_site)
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         extra_context = {

@@ -10,37 +10,8 @@ from django.core.management.base import CommandParser
 
 from migsupport import api
 from migsupport.management.base import MigsupportCommand
-from migsupport.state import (
-    BEHIND,
-    DRIFTED,
-    EMPTY,
-    PARTIALLY_APPLIED,
-    UNKNOWN_REVISION,
-    UNVERSIONED,
-    UP_TO_DATE,
-)
-
-_SUMMARY = {
-    EMPTY: "No Alembic-owned objects, and no recorded version.",
-    UP_TO_DATE: "The recorded version is the head, and the schema equals it.",
-    BEHIND: "The schema equals the recorded version; newer revisions are pending.",
-    DRIFTED: "A version is recorded, but the schema differs from it.",
-    UNKNOWN_REVISION: "The recorded version is not in the revision scripts.",
-    PARTIALLY_APPLIED: (
-        "The schema is the recorded version plus part of the next revision: an interrupted "
-        "step outside its transaction (a concurrent index build)."
-    ),
-}
-
-_HINT = {
-    EMPTY: "Run `manage.py alembic_upgrade` to create the schema.",
-    BEHIND: "Run `manage.py alembic_upgrade` to apply the pending revisions.",
-    DRIFTED: "Bring the schema back to the recorded revision, or write a revision for the change.",
-    UNKNOWN_REVISION: (
-        "A newer release may have migrated this database, or its revision script was deleted."
-    ),
-    PARTIALLY_APPLIED: "Run `manage.py alembic_upgrade`: it resumes the interrupted revision.",
-}
+from migsupport.state import UP_TO_DATE
+from migsupport.wording import SUCCESS, WARNING, describe_state
 
 
 class Command(MigsupportCommand):
@@ -79,12 +50,10 @@ class Command(MigsupportCommand):
     def _render(self, result: api.StatusResult) -> None:
         report = result.report
         style = self.style
-        ok = report.state in (UP_TO_DATE, EMPTY, BEHIND, PARTIALLY_APPLIED) or (
-            report.state == UNVERSIONED and report.matches
+        wording = describe_state(report)
+        state_style = {SUCCESS: style.SUCCESS, WARNING: style.WARNING}.get(
+            wording.severity, style.ERROR
         )
-        state_style = style.SUCCESS if report.state == UP_TO_DATE else (
-            style.WARNING if ok else style.ERROR
-        )  # fmt: skip
         direct = " (direct)" if result.direct else ""
         self.stdout.write(
             style.MIGRATE_HEADING(f"Database {result.database}: {result.url}{direct}")
@@ -100,25 +69,10 @@ class Command(MigsupportCommand):
             self.stdout.write(f"  Nearest:  {report.nearest}")
         if report.partial:
             self.stdout.write(f"  Partial:  {report.partial} (part of it is in place)")
-        ledger = report.ledger if report.schema_source != "replay" else "stale, replayed"
-        self.stdout.write(f"  Ledger:   {ledger}")
+        self.stdout.write(f"  Ledger:   {wording.ledger}")
         for problem in report.ledger_problems:
             self.stdout.write(style.WARNING(f"    - {problem}"))
-        if report.state == UNVERSIONED:
-            if report.matches:
-                summary = (
-                    f"No version is recorded, and the schema equals revision {report.matches}."
-                )
-                hint = (
-                    f"Run `manage.py alembic_upgrade` to baseline at {report.matches} and "
-                    f"upgrade, or `manage.py alembic_stamp {report.matches}`."
-                )
-            else:
-                summary = "No version is recorded, and the schema equals no revision."
-                hint = "Bring the schema to a known revision before Alembic can manage it."
-        else:
-            summary, hint = _SUMMARY[report.state], _HINT.get(report.state)
-        self.stdout.write(f"  {summary}")
+        self.stdout.write(f"  {wording.summary}")
         if report.reason:
             self.stdout.write(f"  {report.reason}")
         if report.differences:
@@ -130,12 +84,7 @@ class Command(MigsupportCommand):
             for edit in report.edited:
                 self.stdout.write(f"  - {edit.message}")
         self.write_unowned(report.unowned, self.stdout)
-        if hint and self.verbosity >= 1:
-            self.stdout.write(style.NOTICE(hint))
-        if report.edited and self.verbosity >= 1:
-            self.stdout.write(
-                style.NOTICE(
-                    "Restore the edited scripts, or accept each edit with `manage.py "
-                    "alembic_upgrade --accept-edited REVISION`; until then the upgrade refuses."
-                )
-            )
+        if wording.hint and self.verbosity >= 1:
+            self.stdout.write(style.NOTICE(wording.hint))
+        if wording.edited_hint and self.verbosity >= 1:
+            self.stdout.write(style.NOTICE(wording.edited_hint))
