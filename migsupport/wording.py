@@ -34,7 +34,10 @@ _SUMMARY = {
 _HINT = {
     EMPTY: "Run `manage.py alembic_upgrade` to create the schema.",
     BEHIND: "Run `manage.py alembic_upgrade` to apply the pending revisions.",
-    DRIFTED: "Bring the schema back to the recorded revision, or write a revision for the change.",
+    DRIFTED: (
+        "See the safe way back to the recorded revision with `manage.py alembic_repair "
+        "--plan`, or write a revision for the change."
+    ),
     UNKNOWN_REVISION: (
         "A newer release may have migrated this database, or its revision script was deleted."
     ),

@@ -316,8 +316,8 @@ def test_a_drifted_database(schema_client: Client, other_database: tuple[str, En
     assert row_text(response, "head") == revision_text(HEAD)
     assert "A version is recorded, but the schema differs from it." in html
     assert (
-        "Bring the schema back to the recorded revision, or write a revision for the change."
-        in html
+        "See the safe way back to the recorded revision with <code>manage.py alembic_repair "
+        "--plan</code>, or write a revision for the change." in html
     )
     differences = texts(response, "schema-lines")
     assert differences == [f"index {DRIFT_INDEX} is missing"]

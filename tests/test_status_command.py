@@ -92,7 +92,8 @@ EXPECTED = {
         "  A version is recorded, but the schema differs from it.",
         "Differences:",
         "  - index ix_detected_materials_material_name is missing",
-        "Bring the schema back to the recorded revision, or write a revision for the change.",
+        "See the safe way back to the recorded revision with `manage.py alembic_repair "
+        "--plan`, or write a revision for the change.",
     ],
     "unknown_revision": [
         "  State:    unknown_revision",
