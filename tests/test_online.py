@@ -115,10 +115,10 @@ def test_a_deploy_behind_a_long_report_retries_and_finishes_once_it_lets_go(behi
     assert after["detected_materials"][0] == before["detected_materials"][0] + inserted
     # The locks the deploy took: ACCESS EXCLUSIVE on the jobs (ADD COLUMN), waited for
     # while the report held its lock (granted afterwards for milliseconds, too short to
-    # sample); SHARE UPDATE EXCLUSIVE on the materials for the concurrent builds, which
-    # blocks neither reads nor writes; never a lock on the materials that blocks writes.
+    # sample); never a lock on the materials that blocks writes. The concurrent builds'
+    # SHARE UPDATE EXCLUSIVE lasts milliseconds on these 2,000 rows, so a sample may
+    # miss it: tests/reliability/test_index_builds.py asserts it at 1,000,000 rows.
     assert ("material_detection_jobs", "AccessExclusiveLock", False) in locks
-    assert ("detected_materials", "ShareUpdateExclusiveLock", True) in locks
     assert not any(
         table == "detected_materials" and mode in ("ShareLock", "AccessExclusiveLock")
         for table, mode, _ in locks
