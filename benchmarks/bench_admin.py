@@ -55,18 +55,15 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -74,6 +71,13 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from benchmarks import smoke  # noqa: E402
+from benchmarks.scratch import (  # noqa: E402
+    Databases,
+    catch_interrupts,
+    checkpoint,
+    libpq_url,
+    log,
+)
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 PREFIX = "bench_admin_"
@@ -101,63 +105,6 @@ INDEXES: dict[str, str] = {
 
 # Set by main() once Django is set up.
 urlpatterns: list[Any] = []
-
-
-# -- scratch databases ---------------------------------------------------------------
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-_signalled: list[int] = []
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    _signalled.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def checkpoint() -> None:
-    """Raise if a signal came in whose KeyboardInterrupt Python swallowed."""
-    if _signalled:
-        raise KeyboardInterrupt(f"signal {_signalled[0]}")
-
-
-def libpq_url(url: sa.URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-class Databases:
-    """The scratch databases this run created; ``drop_all`` drops any left."""
-
-    def __init__(self, server: sa.URL) -> None:
-        self.server = server
-        self.run_id = uuid.uuid4().hex[:8]
-        self.created: list[str] = []
-
-    def execute(self, statement: str, database: str | None = None) -> None:
-        url = self.server if database is None else self.server.set(database=database)
-        with psycopg.connect(libpq_url(url), autocommit=True) as connection:
-            connection.execute(statement)
-
-    def create(self, label: str) -> sa.URL:
-        checkpoint()
-        name = f"{PREFIX}{self.run_id}_{label}"
-        self.created.append(name)
-        self.execute(f'CREATE DATABASE "{name}"')
-        return self.server.set(database=name)
-
-    def drop_all(self) -> None:
-        """Drop every database still listed, with Ctrl-C and SIGTERM held off meanwhile."""
-        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for name in list(self.created):
-                self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                self.created.remove(name)
-        finally:
-            for sig, handler in held.items():
-                signal.signal(sig, handler)
 
 
 def manage(url: sa.URL, *args: str) -> None:
@@ -757,9 +704,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = sa.make_url(args.server).set(drivername="postgresql")
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    databases = Databases(server)
+    catch_interrupts()
+    databases = Databases(server, PREFIX)
     sizes = {"small": args.small, "large": args.large}
     phases: list[tuple[str, list[Page], dict[str, Measurement], bool]] = []
     django_ready = False

@@ -26,12 +26,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ if str(PROJECT) not in sys.path:
 
 from benchmarks import smoke  # noqa: E402
 from benchmarks.bench_upgrade import django_environment  # noqa: E402
+from benchmarks.scratch import Databases, catch_interrupts, libpq_url, log  # noqa: E402
 from tests.support.live import Application, Holder  # noqa: E402
 from tests.support.rows import seed_sql  # noqa: E402
 
@@ -68,58 +67,10 @@ HEAD_PLAIN_DDL = (
 APPLIED_HEAD = re.compile(rf"  Applying {HEAD} .* OK \((\d+\.\d+)s\)")
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def libpq(url: sa.URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def query(url: sa.URL, sql: str) -> Any:
-    with psycopg.connect(libpq(url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         row = connection.execute(sql).fetchone()
         return None if row is None else row[0]
-
-
-class Databases:
-    """The scratch databases of this run, all named ``bench_online_<run>_...``."""
-
-    def __init__(self, server: sa.URL) -> None:
-        self.server = server
-        self.run_id = uuid.uuid4().hex[:8]
-        self.created: list[str] = []
-        self.serial = 0
-
-    def _admin(self, statement: str) -> None:
-        with psycopg.connect(libpq(self.server), autocommit=True) as connection:
-            connection.execute(statement)
-
-    def create(self, label: str, template: sa.URL | None = None) -> sa.URL:
-        self.serial += 1
-        name = f"{PREFIX}{self.run_id}_{label}_{self.serial}"
-        self.created.append(name)
-        copied = f' TEMPLATE "{template.database}"' if template is not None else ""
-        self._admin(f'CREATE DATABASE "{name}"{copied}')
-        return self.server.set(database=name)
-
-    def drop(self, url: sa.URL) -> None:
-        self._admin(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        self.created.remove(url.database)
-
-    def drop_all(self) -> None:
-        """Drop every database still listed, with Ctrl-C and SIGTERM held off meanwhile."""
-        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for name in list(self.created):
-                self.drop(self.server.set(database=name))
-        finally:
-            for sig, handler in held.items():
-                signal.signal(sig, handler)
 
 
 def build(databases: Databases, label: str, revision: str, jobs: int, materials: int) -> sa.URL:
@@ -133,7 +84,7 @@ def build(databases: Databases, label: str, revision: str, jobs: int, materials:
         check=True,
         capture_output=True,
     )
-    with psycopg.connect(libpq(url), autocommit=True) as connection:
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         with connection.transaction():
             for statement in seed_sql(jobs=jobs, materials=materials):
                 connection.execute(statement)
@@ -262,7 +213,7 @@ def index_builds(url: sa.URL, args: argparse.Namespace, concurrent: bool) -> Bui
                 float(m[1]) for m in map(APPLIED_HEAD.fullmatch, stdout.splitlines()) if m
             )
         else:
-            with psycopg.connect(libpq(url)) as connection:  # one transaction, committed
+            with psycopg.connect(libpq_url(url)) as connection:  # one transaction, committed
                 started = time.monotonic()
                 for statement in HEAD_PLAIN_DDL:
                     connection.execute(statement)
@@ -326,9 +277,8 @@ def spread(values: list[float], digits: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = sa.make_url(args.server).set(drivername="postgresql")
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    databases = Databases(server)
+    catch_interrupts()
+    databases = Databases(server, PREFIX)
     queue: dict[str, list[QueueRun]] = {"guarded": [], "baseline": []}
     builds: dict[str, list[BuildRun]] = {"guarded": [], "baseline": []}
     try:

@@ -37,17 +37,13 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -55,6 +51,14 @@ if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
 from benchmarks import smoke  # noqa: E402
+from benchmarks.scratch import (  # noqa: E402
+    Databases,
+    catch_interrupts,
+    checkpoint,
+    execute,
+    libpq_url,
+    log,
+)
 from tests.support.rows import seed_sql  # noqa: E402
 
 DEFAULT_SERVER = os.environ.get(
@@ -103,59 +107,6 @@ DRIFTS: dict[str, tuple[str, str, str]] = {
 DEFAULT_DRIFTS = "missing_index,dropped_default,unexpected_index,narrowed_varchar"
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- the scratch database ------------------------------------------------------------
-
-_signalled: list[int] = []
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    _signalled.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def libpq_url(url: sa.URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def execute(url: sa.URL, *statements: str) -> None:
-    """Run ``statements`` on ``url`` in autocommit mode, one by one."""
-    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
-        for statement in statements:
-            connection.execute(statement)
-
-
-class Scratch:
-    """The run's scratch database; ``drop`` drops it, with Ctrl-C and SIGTERM held off."""
-
-    def __init__(self, server: sa.URL) -> None:
-        self.server = server
-        self.name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
-        self.created = False
-
-    @property
-    def url(self) -> sa.URL:
-        return self.server.set(database=self.name)
-
-    def create(self) -> sa.URL:
-        self.created = True
-        execute(self.server, f'CREATE DATABASE "{self.name}"')
-        return self.url
-
-    def drop(self) -> None:
-        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            if self.created:
-                execute(self.server, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-                self.created = False
-        finally:
-            for sig, handler in held.items():
-                signal.signal(sig, handler)
-
-
 def environment(url: sa.URL) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     environ.update(DATABASE_URL=libpq_url(url), SECRET_KEY="benchmark", DEBUG="false")
@@ -171,8 +122,7 @@ def manage(url: sa.URL, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
     )
-    if _signalled:
-        raise KeyboardInterrupt(f"signal {_signalled[0]}")
+    checkpoint()
     if completed.returncode != 0:
         raise SystemExit(
             f"manage.py {' '.join(args)} failed ({completed.returncode}):\n"
@@ -306,13 +256,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = sa.make_url(args.server).set(drivername="postgresql+psycopg")
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    scratch = Scratch(server)
+    catch_interrupts()
+    databases = Databases(server, PREFIX)
     times: dict[tuple[str, str], list[float]] = {}
     try:
-        url = scratch.create()
-        log(f"scratch database {scratch.name}")
+        url = databases.create("drifted")
+        log(f"scratch database {url.database}")
         prepare(url, args.materials, args.jobs, args.drift_names)
         runners = {}
         if args.only != "processes":
@@ -328,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             from django.db import connections
 
             connections.close_all()
-        scratch.drop()
+        databases.drop_all()
 
     med = statistics.median
     print(

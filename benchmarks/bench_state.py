@@ -36,7 +36,6 @@ Run from the project root::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import gc
 import hashlib
@@ -45,20 +44,17 @@ import os
 import pstats
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
-from sqlalchemy.pool import NullPool
 
 PROJECT = Path(__file__).resolve().parent.parent
 if str(PROJECT) not in sys.path:
@@ -75,6 +71,7 @@ from alembic import command  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
 from benchmarks import smoke  # noqa: E402
+from benchmarks.scratch import Databases, catch_interrupts, checkpoint, log  # noqa: E402
 from migsupport.api import alembic_config, inspect_state  # noqa: E402
 from migsupport.engine import create_engine, safe_url  # noqa: E402
 from migsupport.history import replay_schemas  # noqa: E402
@@ -208,55 +205,6 @@ def write_history(folder: Path, count: int) -> str:
     return down
 
 
-# -- scratch databases -------------------------------------------------------------
-
-
-class Databases:
-    """The scratch databases this run created; ``drop_all`` drops any left."""
-
-    def __init__(self, server: URL) -> None:
-        self.server = server
-        self.created: list[str] = []
-
-    def _execute(self, statement: str) -> None:
-        engine = sa.create_engine(self.server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        try:
-            with engine.connect() as connection:
-                connection.exec_driver_sql(statement)
-        finally:
-            engine.dispose()
-
-    def create(self) -> URL:
-        checkpoint()
-        name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
-        self.created.append(name)
-        self._execute(f'CREATE DATABASE "{name}"')
-        return self.server.set(database=name)
-
-    def drop(self, url: URL) -> None:
-        self._execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        self.created.remove(url.database)
-
-    def drop_all(self) -> None:
-        """Drop every database still listed, with Ctrl-C and SIGTERM held off meanwhile."""
-        held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for name in list(self.created):
-                self.drop(self.server.set(database=name))
-        finally:
-            for sig, handler in held.items():
-                signal.signal(sig, handler)
-
-    @contextlib.contextmanager
-    def scratch(self) -> Iterator[URL]:
-        """Yield a new database on this run's server; drop it afterwards."""
-        url = self.create()
-        try:
-            yield url
-        finally:
-            self.drop(url)
-
-
 # -- measuring -----------------------------------------------------------------------
 
 
@@ -280,10 +228,6 @@ class Result:
     @property
     def ratio(self) -> float:
         return self.detection_median / self.reflection_median
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def timed(function: Callable[[], Any]) -> tuple[float, Any]:
@@ -472,30 +416,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-_signalled: list[int] = []
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    _signalled.append(signum)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def checkpoint() -> None:
-    """Raise if a signal came in whose KeyboardInterrupt Python swallowed.
-
-    An exception raised inside a weakref callback or ``__del__`` (which a
-    signal can land in, during garbage collection say) is only printed.
-    """
-    if _signalled:
-        raise KeyboardInterrupt(f"signal {_signalled[0]}")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = sa.make_url(args.database_url).set(drivername="postgresql+psycopg")
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    databases = Databases(server)
+    catch_interrupts()
+    databases = Databases(server, PREFIX)
     log(f"PostgreSQL server: {safe_url(server)}")
     results: list[Result] = []
     profile_text: str | None = None
