@@ -10,9 +10,7 @@ application.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import threading
 import time
 
@@ -20,7 +18,7 @@ import pytest
 
 from tests.support.catalog import catalog
 from tests.support.commands import manage, shown, spawn, wait_for
-from tests.support.live import Application, Holder, LockSpy
+from tests.support.live import Application, Holder, LockSpy, kill_in_concurrent_build
 from tests.support.rows import data_checksums, seed_sql
 from tests.support.states import (
     BASELINE,
@@ -221,25 +219,9 @@ def test_a_deploy_killed_in_a_concurrent_build_is_resumed_by_the_next(behind, ki
     # An old snapshot makes the concurrent build wait in "waiting for old snapshots".
     snapshot = Holder(url, "BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT 1 FROM alembic_version")
     process = spawn("alembic_upgrade", "--ddl-lock-timeout", "60", database_url=url)
-    try:
-        backend = wait_for(
-            lambda: scalar(
-                engine,
-                "SELECT pid FROM pg_stat_progress_create_index "
-                "WHERE phase LIKE 'waiting for old snapshots%'",
-            ),
-            60,
-            "the concurrent build to wait for the old snapshot",
-        )
-        os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=30)
-        if kill == "client and server session":
-            scalar(engine, "SELECT pg_terminate_backend(:pid)", pid=backend)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        snapshot.release()
+    kill_in_concurrent_build(
+        process, engine, kill, snapshot, "the concurrent build to wait for the old snapshot"
+    )
     wait_for(lambda: deploy_pid(engine) is None, 60, "the killed deploy's session to end")
 
     status = manage("alembic_status", "--json", database_url=url)

@@ -13,9 +13,7 @@ the two repairs at once run as processes, as a deploy does.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -27,7 +25,7 @@ from migsupport.engine import create_engine
 from migsupport.repair import BUILD, CHANGE, Fix, Step
 from tests.support.commands import manage, shown, spawn, wait_for
 from tests.support.inprocess import Templates, database_alias, pg_dump, run_command
-from tests.support.live import Holder
+from tests.support.live import Holder, kill_in_concurrent_build
 from tests.support.migrate import run
 from tests.support.rows import DEPLOYED_COLUMNS, seed_sql
 from tests.support.server import create_pg_database, drop_pg_database
@@ -434,25 +432,13 @@ def test_a_repair_killed_in_its_concurrent_build_is_finished_by_the_next(drifted
     before = checksums(engine)
     snapshot = Holder(url, "SELECT 1", begin="BEGIN ISOLATION LEVEL REPEATABLE READ")
     process = spawn("alembic_repair", "--noinput", "--ddl-lock-timeout", "60", database_url=url)
-    try:
-        backend = wait_for(
-            lambda: scalar(
-                engine,
-                "SELECT pid FROM pg_stat_progress_create_index "
-                "WHERE phase LIKE 'waiting for old snapshots%'",
-            ),
-            60,
-            "the repair's concurrent build to wait for the old snapshot",
-        )
-        os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=30)
-        if kill == "client and server session":
-            scalar(engine, "SELECT pg_terminate_backend(:pid)", pid=backend)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        snapshot.release()
+    kill_in_concurrent_build(
+        process,
+        engine,
+        kill,
+        snapshot,
+        "the repair's concurrent build to wait for the old snapshot",
+    )
     wait_for(
         lambda: (
             not scalar(

@@ -15,13 +15,19 @@ test, which runs in a subprocess as a deploy does.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import psycopg
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
+
+from tests.support.commands import wait_for
+from tests.support.states import scalar
 
 
 def conninfo(url: URL) -> str:
@@ -159,3 +165,33 @@ class LockSpy:
                     (self.application,),
                 ).fetchall()
                 self.seen.update((table, mode, granted) for table, mode, granted in rows)
+
+
+def kill_in_concurrent_build(
+    process: subprocess.Popen, engine: Engine, kill: str, snapshot: Holder, what: str
+) -> None:
+    """SIGKILL ``process`` while its concurrent build waits for ``snapshot``'s old snapshot.
+
+    ``kill`` is "client" (the command alone) or "client and server session"
+    (its build's backend is terminated too). ``snapshot`` is released however
+    this ends.
+    """
+    try:
+        backend = wait_for(
+            lambda: scalar(
+                engine,
+                "SELECT pid FROM pg_stat_progress_create_index "
+                "WHERE phase LIKE 'waiting for old snapshots%'",
+            ),
+            60,
+            what,
+        )
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=30)
+        if kill == "client and server session":
+            scalar(engine, "SELECT pg_terminate_backend(:pid)", pid=backend)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        snapshot.release()
