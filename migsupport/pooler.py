@@ -17,7 +17,10 @@ claims a scratch database, first makes sure its connection is a session:
    transaction pooler hands it the server process this connection has just
    released. Then this connection asks again, a few times, while that
    transaction is open: a session keeps its own server process, a
-   transaction pooler moves it to another.
+   transaction pooler moves it to another, or has none free to lend it.
+   Every wait is bounded: clients that each hold a server process in a
+   probe while queueing for another would otherwise wait on each other for
+   as long as the pooler lets them queue.
 
 Under load a transaction pooler can still pass by chance, so the deploy lock
 keeps checking behind a pooler (:mod:`migsupport.locking`): every poll, and
@@ -85,6 +88,22 @@ def _backend_pid(connection: sa.Connection) -> int:
     pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
     _end_transaction(connection)
     return int(pid)
+
+
+def _pid_within(connection: sa.Connection, seconds: float) -> int | None:
+    """Return ``pg_backend_pid()`` of ``connection``, or None if unanswered within ``seconds``.
+
+    Asked outside any transaction, through the driver's own protocol object,
+    so that the wait is bounded. Unanswered, the question still waits in the
+    pooler's queue, so the connection is invalidated (its socket closed).
+    """
+    pgconn = connection.connection.driver_connection.pgconn
+    pgconn.send_query(b"SELECT pg_backend_pid()")
+    done, pid = _results(pgconn, time.monotonic() + seconds)
+    if not done:
+        connection.invalidate()
+        return None
+    return pid
 
 
 def announced_pid(connection: sa.Connection) -> int | None:
@@ -180,7 +199,13 @@ def require_session(connection: sa.Connection) -> int | None:
                     "transactions",
                 )
             for _ in range(PROBE_ROUNDS):
-                again = _backend_pid(connection)
+                again = _pid_within(connection, PROBE_SECONDS)
+                if again is None:
+                    raise NotASession(
+                        safe_url(url),
+                        f"it got no server process within {PROBE_SECONDS:g}s while a second "
+                        "connection through it held one, so it does not keep one session",
+                    )
                 if again != pid:
                     raise moved(url, pid, again)
     # The second client's own errors come from the driver, unwrapped.

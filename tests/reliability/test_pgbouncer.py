@@ -284,11 +284,12 @@ def refusal(url: URL) -> re.Pattern[str]:
         r"pooler, and (its server process \d+ served another client between two of its "
         r"transactions|it moved from server process \d+ to \d+ between two transactions|a "
         r"second connection through it got no server process within 5s, so it cannot be shown "
-        r"to keep one session); a pooler in transaction mode \(PgBouncer's pool_mode = "
-        r"transaction\) shares one server session between clients, which breaks the deploy "
-        r"lock, so nothing was changed\. Set DIRECT_DATABASE_URL \(MIGSUPPORT_DIRECT_DATABASES "
-        r"for another alias\) to a direct connection to PostgreSQL for the deploy commands; the "
-        r"application keeps DATABASE_URL\n"
+        r"to keep one session|it got no server process within 5s while a second connection "
+        r"through it held one, so it does not keep one session); a pooler in transaction mode "
+        r"\(PgBouncer's pool_mode = transaction\) shares one server session between clients, "
+        r"which breaks the deploy lock, so nothing was changed\. Set DIRECT_DATABASE_URL "
+        r"\(MIGSUPPORT_DIRECT_DATABASES for another alias\) to a direct connection to "
+        r"PostgreSQL for the deploy commands; the application keeps DATABASE_URL\n"
     )
 
 
@@ -375,7 +376,9 @@ def test_sixteen_upgrades_through_the_pooler_without_a_direct_url_refuse_or_one_
         assert (result.returncode, result.stderr) == (0, ""), result
     workers = [r for r in succeeded if work_done(r)]
     evidence = Counter(
-        re.search(r"pooler, and (its server process|it moved|a second connection)", r.stderr)[1]
+        re.search(
+            r"pooler, and (its server process|it moved|a second connection|it got no)", r.stderr
+        )[1]
         for r in refused
     )
     print(
@@ -581,6 +584,57 @@ def test_the_session_check_refuses_the_transaction_pooler(pgbouncer, direct):
     assert re.fullmatch(
         r"its server process \d+ served another client between two of its transactions",
         refused.value.evidence,
+    )
+
+
+def test_the_session_check_waits_for_a_server_process_no_longer_than_the_probe(pgbouncer, direct):
+    """Its second client holds a server process; its own question finds the pool full: refused.
+
+    Two blockers hold two of the pool's four server processes. The check's
+    connection asks on a third and lets it go; as its second client
+    connects, a third blocker takes that one, so the second client opens
+    the fourth. The pool is then full of open transactions, and the check's
+    next question queues: clients doing this to each other would wait for
+    one another as long as PgBouncer lets them queue (``query_wait_timeout``).
+    The check gives up after its probe's bound instead, and refuses.
+    """
+    pooled = pgbouncer.url(direct)
+    engine = create_engine(pooled)
+    blockers: list[psycopg.Connection] = []
+
+    def block() -> int:
+        blocker = psycopg.connect(django_url(pooled))
+        blockers.append(blocker)
+        return blocker.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    pool = ThreadPoolExecutor(1)
+    try:
+        held = {block(), block()}
+        with engine.connect() as connection:
+            first = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            connection.commit()
+            taken: list[int] = []
+            sa.event.listen(engine, "connect", lambda *_: taken.append(block()))
+            try:
+                checking = pool.submit(require_session, connection)
+                with pytest.raises(NotASession) as refused:
+                    # Far beyond the probe's 5 s: without its bound the check never returns.
+                    checking.result(timeout=60)
+                assert connection.invalidated
+            finally:
+                # A check still waiting ends once the blockers are gone.
+                for blocker in blockers:
+                    blocker.close()
+                pool.shutdown()
+        assert first not in held and taken == [first], (held, first, taken)
+    finally:
+        for blocker in blockers:
+            blocker.close()
+        engine.dispose()
+    assert refused.value.url == shown(pooled)
+    assert refused.value.evidence == (
+        "it got no server process within 5s while a second connection through it held one, "
+        "so it does not keep one session"
     )
 
 
