@@ -98,10 +98,13 @@ ORDER BY b.xact_start NULLS LAST
 LIMIT 1
 """
 
+# Only builds on a table others can see: a migration helper's probe builds an
+# index for a moment on an uncommitted temporary table, which is no build of
+# the revision's. (A plain CREATE INDEX shows no index, index_relid 0.)
 _BUILDS = """
 SELECT c.relname, i.relname, p.phase, p.blocks_done, p.blocks_total
 FROM pg_stat_progress_create_index p
-LEFT JOIN pg_class c ON c.oid = p.relid
+JOIN pg_class c ON c.oid = p.relid
 LEFT JOIN pg_class i ON i.oid = p.index_relid
 WHERE p.pid = :pid
 """

@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from migsupport import executor
+from migsupport.events import BuildProgress
 from tests.support.catalog import catalog
 from tests.support.commands import manage, shown, spawn, wait_for
 from tests.support.live import Application, Holder, LockSpy, kill_in_concurrent_build
@@ -341,3 +343,62 @@ def test_the_statement_timeout_spares_concurrent_builds_unless_asked(behind):
     took = float(re.search(rf"{re.escape(APPLYING_SECOND)} OK \((\d+\.\d+)s\)", spared.stdout)[1])
     assert took >= 3.0, spared.stdout
     assert versions(engine) == [SECOND]
+
+
+def test_the_build_watch_reports_the_revisions_builds_and_never_a_probes(pg_engine, monkeypatch):
+    """A helper's probe builds an index on an uncommitted temporary table: no build to report.
+
+    The deploy's session builds an index on such a table (as a probe does,
+    here on two million rows, so that it lasts), then two on a committed
+    table, concurrently and not. Sampled every 0.1 s and reported at once,
+    the watch reports the last two and never the first, on a table no other
+    session can see.
+    """
+    monkeypatch.setattr(executor, "PROGRESS_INTERVAL", 0.0)
+    rows = "SELECT g, md5(g::text) AS name FROM generate_series(1, 2000000) g"
+    execute(pg_engine, f"CREATE TABLE committed AS {rows}")
+    events: list[object] = []
+    seen: list[tuple[object, ...]] = []
+    with pg_engine.connect() as deploy:
+        pid = deploy.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        deploy.commit()
+        watch = executor.LockWatch(pg_engine.url, pid, events.append)
+        stop = threading.Event()
+
+        def sample_everything() -> None:
+            # What the watch would see without its filter: proof that the probe was sampled.
+            with pg_engine.connect() as spy:
+                while not stop.wait(0.05):
+                    seen.extend(
+                        spy.exec_driver_sql(
+                            "SELECT index_relid, phase FROM pg_stat_progress_create_index "
+                            f"WHERE pid = {pid}"
+                        ).all()
+                    )
+                    spy.rollback()
+
+        spy = threading.Thread(target=sample_everything)
+        spy.start()
+        try:
+            watch.begin("a revision")
+            deploy.exec_driver_sql(f"CREATE TEMPORARY TABLE probe AS {rows}")
+            deploy.exec_driver_sql("CREATE INDEX ix_probe ON probe (name)")
+            deploy.rollback()
+            deploy.execution_options(isolation_level="AUTOCOMMIT")
+            deploy.exec_driver_sql(
+                "CREATE INDEX CONCURRENTLY ix_committed_name ON committed (name)"
+            )
+            deploy.exec_driver_sql("CREATE INDEX ix_committed_g ON committed (g)")
+        finally:
+            stop.set()
+            spy.join()
+            watch.close()
+
+    builds = [event for event in events if isinstance(event, BuildProgress)]
+    assert any(index_relid == 0 for index_relid, _ in seen), seen
+    assert builds, events
+    # A plain build shows no index (index_relid 0), only its table.
+    assert {(event.table, event.index) for event in builds} == {
+        ("committed", "ix_committed_name"),
+        ("committed", None),
+    }

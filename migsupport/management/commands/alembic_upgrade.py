@@ -249,7 +249,7 @@ def retry_line(event: LockRetry) -> str:
 
 def build_line(event: BuildProgress) -> str:
     """Say how far a concurrent index build has come."""
-    where = f" {event.index} on {event.table}" if event.index else ""
+    where = f" {event.index} on {event.table}" if event.index else f" on {event.table}"
     done = f", {event.blocks_done}/{event.blocks_total} blocks" if event.blocks_total else ""
     return f"building{where}: {event.phase}{done}"
 
