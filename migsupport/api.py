@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,10 +240,21 @@ def inspect_state(
     """Classify the database behind ``connection`` (read-only).
 
     With a stale ledger and ``replay``, the history is replayed on a scratch
-    database beside it.
+    database beside it. The history (scripts and ledger) is loaded in a
+    second thread while the catalog is read, since that read mostly waits
+    for the server; a transaction this call began is rolled back.
     """
     config = config or alembic_config()
-    return _Knowledge(config, connection.engine.url, replay=replay).classify(connection)
+    began = not connection.in_transaction()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="migsupport history") as pool:
+            loading = pool.submit(_Knowledge, config, connection.engine.url, replay=replay)
+            everything = take_snapshot(connection, hidden=django_table_names())
+            knowledge = loading.result()
+        return knowledge.classify(connection, everything)
+    finally:
+        if began and connection.in_transaction():
+            connection.rollback()
 
 
 def _detached(config: Config) -> Config:

@@ -8,7 +8,8 @@ where that is cheap (CI, ``alembic_verify``) and recorded in a committed file,
 ``down_revision``, and per dialect its normalized schema, stored as a
 delta on the schema below it (so the file grows with the changes, not with
 the number of revisions times the size of the schema) plus a digest of the
-whole schema for exact matching.
+whole schema, by which ``alembic_verify`` checks that a replay still gives
+what the ledger says.
 """
 
 from __future__ import annotations

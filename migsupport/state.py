@@ -270,8 +270,7 @@ def classify(
             **common,
         )
     if not current:
-        digests = ledger.digests(dialect) if source == "ledger" and ledger is not None else None
-        matches = _exact_match(live, schemas, order, digests)
+        matches = _exact_match(live, schemas, order)
         if matches is not None:
             return StateReport(
                 state=UNVERSIONED,
@@ -361,29 +360,17 @@ def _pending(order: list[str], version: str) -> tuple[str, ...]:
     return tuple(order[order.index(version) + 1 :])
 
 
-def _exact_match(
-    live: Snapshot,
-    schemas: Mapping[str, Snapshot],
-    order: list[str],
-    digests: Mapping[str, str] | None = None,
-) -> str | None:
+def _exact_match(live: Snapshot, schemas: Mapping[str, Snapshot], order: list[str]) -> str | None:
     """Return the earliest revision whose schema equals ``live``.
 
     The earliest: when revisions share a schema (a data-only revision), the
-    later ones still run, which is the safe side. ``digests`` (the ledger's)
-    spare serializing every revision's schema; without them, only schemas
-    with the same table and enum names are serialized.
+    later ones still run, which is the safe side. Only a schema with the
+    same object names is compared, and it is compared as data: nothing is
+    serialized on the way.
     """
-    digest = live.digest()
     for revision in order:
-        if digests is not None:
-            if digests.get(revision) == digest:
-                return revision
-            continue
         schema = schemas[revision]
-        if schema.tables.keys() != live.tables.keys() or schema.enums.keys() != live.enums.keys():
-            continue
-        if schema.digest() == digest:
+        if schema.same_names(live) and schema == live:
             return revision
     return None
 

@@ -8,6 +8,7 @@ about the replay.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -1058,3 +1059,41 @@ def test_a_ledger_of_an_older_format_reads_stale_naming_why(engine, copied):
     assert report.ledger_problems == (
         "the ledger is in format 1, and this migsupport reads format 2",
     )
+
+
+@pytest.mark.postgresql
+def test_a_connection_cut_during_the_catalog_read_is_the_drivers_error_in_sqlalchemys_words(
+    pg_engine,
+):
+    """The server ends the session between two of the catalog's queries.
+
+    The session is terminated right after the schema's namespace is looked
+    up: the read raises SQLAlchemy's OperationalError, flagged as a lost
+    connection, and the connection is invalidated, so the commands report
+    it in their one line.
+    """
+    run(pg_engine, "upgrade", HEAD)
+
+    def cut(connection, cursor, statement, *_):
+        if "FROM pg_namespace WHERE nspname" in statement:
+            with pg_engine.connect() as admin:
+                admin.execute(
+                    sa.text("SELECT pg_terminate_backend(:pid)"),
+                    {"pid": connection.connection.driver_connection.info.backend_pid},
+                )
+
+    with pg_engine.connect() as connection:
+        sa.event.listen(pg_engine, "after_cursor_execute", cut)
+        try:
+            with pytest.raises(sa.exc.OperationalError) as cut_off:
+                take_snapshot(connection)
+        finally:
+            sa.event.remove(pg_engine, "after_cursor_execute", cut)
+        assert cut_off.value.connection_invalidated
+        assert connection.invalidated
+        # Which words the driver has depends on when it notices.
+        assert re.search(
+            "terminating connection due to administrator command|server closed the connection "
+            "unexpectedly",
+            str(cut_off.value.orig),
+        ), cut_off.value
