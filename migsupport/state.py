@@ -365,8 +365,8 @@ def _exact_match(live: Snapshot, schemas: Mapping[str, Snapshot], order: list[st
 
     The earliest: when revisions share a schema (a data-only revision), the
     later ones still run, which is the safe side. Only a schema with the
-    same object names is compared, and it is compared as data: nothing is
-    serialized on the way.
+    same object names is compared, and as data first, so that a match
+    serializes nothing.
     """
     for revision in order:
         schema = schemas[revision]
