@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -25,6 +25,7 @@ from materials.admin.options import CONFIDENCE_RANGES, INLINE_MATERIALS_LIMIT
 from materials.admin.views.main import sorted_after_filtering
 from materials.estimates import estimated_count_sql, estimated_table_count, is_unfiltered
 from materials.models import DetectedMaterial, JobStatus, MaterialDetectionJob
+from tests.support.users import staff_user
 
 MATERIALS_LIST = reverse("admin:materials_detectedmaterial_changelist")
 JOBS_LIST = reverse("admin:materials_materialdetectionjob_changelist")
@@ -82,15 +83,6 @@ def sample(make_job, make_material) -> dict[str, Any]:
 def require_postgresql() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: run with DATABASE_URL=postgresql://...")
-
-
-def staff_user(username: str, *permissions: str) -> User:
-    user = User.objects.create_user(username, password="unused", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="materials", codename__in=permissions)
-    )
-    assert user.user_permissions.count() == len(permissions)
-    return user
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -25,6 +24,7 @@ from django.utils import timezone
 from materials.admin.charts import bar_chart, column_chart, histogram_rows, nice_ceiling
 from materials.estimates import ColumnStatistics, planner_row_estimate
 from materials.models import DetectedMaterial, JobStatus, MaterialDetectionJob
+from tests.support.users import staff_user
 
 DASHBOARD = reverse("admin:materials_dashboard")
 NOW = datetime(2025, 6, 30, 15, 0, tzinfo=UTC)
@@ -56,9 +56,7 @@ def make_material(make_job) -> Callable[..., DetectedMaterial]:
 
 
 def staff_client(client: Client, *codenames: str) -> Client:
-    user = User.objects.create_user("staff", password="unused", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-    client.force_login(user)
+    client.force_login(staff_user("staff", *codenames))
     return client
 
 

@@ -36,6 +36,7 @@ from tests.support.states import (
     execute,
     reach,
 )
+from tests.support.users import staff_user
 
 SCHEMA_PAGE = reverse("admin:materials_schema")
 INDEX = reverse("admin:index")
@@ -53,15 +54,6 @@ def fresh_cache() -> Iterator[None]:
     cache.clear()
     yield
     cache.clear()
-
-
-def staff_user(username: str, *codenames: str) -> User:
-    user = User.objects.create_user(username, password="unused", is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="materials", codename__in=codenames)
-    )
-    assert user.user_permissions.count() == len(codenames)
-    return user
 
 
 @pytest.fixture
