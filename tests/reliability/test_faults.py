@@ -488,16 +488,32 @@ SLEEPER = "5e5e5e5e5e5e"
 
 @pytest.fixture
 def sleeping_verify(tmp_path: Path) -> ProjectCopy:
-    """A copy of the project with a revision after head that sleeps on PostgreSQL."""
+    """A copy of the project with a revision after head that sleeps on PostgreSQL.
+
+    After its sleep it also waits, up to 120 s, while the file :func:`gate`
+    names exists: a test that creates it keeps the run inside its scratch
+    database until it removes it (rendered as SQL, it never waits).
+    """
     copy = project_copy(tmp_path / "project")
     add_revision(
         copy,
         SLEEPER,
         HEAD,
-        f'if op.get_bind().dialect.name == "postgresql": '
-        f'op.execute("SELECT pg_sleep({SLEEP_SECONDS})")',
+        'if op.get_bind().dialect.name == "postgresql":\n'
+        f'        op.execute("SELECT pg_sleep({SLEEP_SECONDS})")\n'
+        "        import os, time\n"
+        # Not while the lint renders the revisions as SQL: nothing runs then.
+        "        for _ in range(0 if op.get_context().as_sql else 2400):\n"
+        f"            if not os.path.exists({str(gate(copy))!r}):\n"
+        "                break\n"
+        "            time.sleep(0.05)",
     )
     return copy
+
+
+def gate(copy: ProjectCopy) -> Path:
+    """The file whose existence holds the sleeping revision of ``copy`` after its sleep."""
+    return copy.folder / "sleeper.gate"
 
 
 def sleeping_scratch(server_engine: Engine) -> str | None:
@@ -572,6 +588,9 @@ def test_a_running_verifys_scratch_database_survives_another_verify(
     scratch_server, server_engine, sleeping_verify
 ):
     before = scratch_databases(scratch_server)
+    # The first run stays in its scratch database until the second has finished.
+    held = gate(sleeping_verify)
+    held.touch()
     # The sleeping revision is not in the copy's ledger: --update-ledger records it.
     first = spawn(
         "alembic_verify", "--update-ledger", database_url=scratch_server, **sleeping_verify.env
@@ -583,14 +602,16 @@ def test_a_running_verifys_scratch_database_survives_another_verify(
         second = manage("alembic_verify", database_url=scratch_server)
 
         assert (second.returncode, second.stderr) == (0, ""), second.stdout
-        if first.poll() is None:  # on a slow machine the first may have finished meanwhile
-            assert scratch in scratch_databases(scratch_server)
+        assert first.poll() is None
+        assert scratch in scratch_databases(scratch_server)
+        held.unlink()
         # Its own scratch database dropped under it, the first run could not pass.
         stdout, stderr = first.communicate(timeout=120)
         assert (first.returncode, stderr) == (0, ""), stdout
         assert f"    {SLEEPER} OK" in stdout.splitlines()
         assert scratch_databases(scratch_server) <= before
     finally:
+        held.unlink(missing_ok=True)
         if first.poll() is None:
             first.kill()
             first.communicate()
