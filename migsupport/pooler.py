@@ -96,10 +96,16 @@ def _pid_within(connection: sa.Connection, seconds: float) -> int | None:
     Asked outside any transaction, through the driver's own protocol object,
     so that the wait is bounded. Unanswered, the question still waits in the
     pooler's queue, so the connection is invalidated (its socket closed).
+    :class:`_QuestionFailed` is raised, the connection invalidated too, when
+    the answer is an error (a pooler's ``query_wait_timeout``, say).
     """
     pgconn = connection.connection.driver_connection.pgconn
-    pgconn.send_query(b"SELECT pg_backend_pid()")
-    done, pid = _results(pgconn, time.monotonic() + seconds)
+    try:
+        pgconn.send_query(b"SELECT pg_backend_pid()")
+        done, pid = _results(pgconn, time.monotonic() + seconds)
+    except (_ProbeFailed, psycopg.Error) as exc:
+        connection.invalidate()
+        raise _QuestionFailed(str(exc)) from exc
     if not done:
         connection.invalidate()
         return None
@@ -130,8 +136,9 @@ def _results(pgconn: Any, deadline: float) -> tuple[bool, int | None]:
             if result.status == pq.ExecStatus.TUPLES_OK and value is None:
                 value = int(result.get_value(0, 0))
             elif result.status not in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-                message = (result.error_message or b"").decode(errors="replace")
-                raise _ProbeFailed(message.strip() or "the query failed")
+                # The message alone, as the driver words a server's error.
+                message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
+                raise _ProbeFailed(message.decode(errors="replace").strip() or "the query failed")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False, value
@@ -139,7 +146,11 @@ def _results(pgconn: Any, deadline: float) -> tuple[bool, int | None]:
 
 
 class _ProbeFailed(Exception):
-    """The second client's query failed."""
+    """A query sent without the driver failed."""
+
+
+class _QuestionFailed(Exception):
+    """The checked connection's own question for its server process failed."""
 
 
 @contextlib.contextmanager
@@ -199,7 +210,14 @@ def require_session(connection: sa.Connection) -> int | None:
                     "transactions",
                 )
             for _ in range(PROBE_ROUNDS):
-                again = _pid_within(connection, PROBE_SECONDS)
+                try:
+                    again = _pid_within(connection, PROBE_SECONDS)
+                except _QuestionFailed as exc:
+                    raise NotASession(
+                        safe_url(url),
+                        "its own question for its server process, asked while a second "
+                        f"connection through it held one, failed: {error_line(exc, url)}",
+                    ) from exc
                 if again is None:
                     raise NotASession(
                         safe_url(url),

@@ -142,7 +142,9 @@ def _remove_abandoned_poolers() -> None:
             _stop_pgbouncer(folder, remove=True)
 
 
-def _config(port: int, server: URL, folder: Path, session_role: str) -> str:
+def _config(
+    port: int, server: URL, folder: Path, session_role: str, query_wait_timeout: int
+) -> str:
     return "\n".join(
         [
             "[databases]",
@@ -159,10 +161,7 @@ def _config(port: int, server: URL, folder: Path, session_role: str) -> str:
             "pool_mode = transaction",
             f"default_pool_size = {POOL_SIZE}",
             "max_client_conn = 400",
-            # Sixteen deploys queue for the pool's few server connections behind
-            # the one doing the work; on a loaded machine that outlasts the
-            # default 120 s, and PgBouncer would cut the waiting clients.
-            "query_wait_timeout = 900",
+            f"query_wait_timeout = {query_wait_timeout}",
             f"logfile = {folder / 'pgbouncer.log'}",
             f"pidfile = {folder / 'pgbouncer.pid'}",
             "",
@@ -170,9 +169,24 @@ def _config(port: int, server: URL, folder: Path, session_role: str) -> str:
     )
 
 
+# Sixteen deploys queue for the pool's few server connections behind the one
+# doing the work; on a loaded machine that outlasts PgBouncer's default 120 s,
+# and it would cut the waiting clients.
+QUERY_WAIT_TIMEOUT = 900
+
+
 @pytest.fixture(scope="module")
 def pgbouncer(password_server: URL) -> Iterator[Pooler]:
     """Start PgBouncer in front of the password-checking cluster; stop it at the end."""
+    with running_pgbouncer(password_server) as pooler:
+        yield pooler
+
+
+@contextlib.contextmanager
+def running_pgbouncer(
+    password_server: URL, *, query_wait_timeout: int = QUERY_WAIT_TIMEOUT
+) -> Iterator[Pooler]:
+    """Run a PgBouncer of its own in front of ``password_server`` for the block."""
     if not PGBOUNCER.exists():
         fail_or_skip(f"{PGBOUNCER} not found; install Debian's package: apt-get install pgbouncer")
     _remove_abandoned_poolers()
@@ -184,7 +198,9 @@ def pgbouncer(password_server: URL) -> Iterator[Pooler]:
     folder = Path(tempfile.mkdtemp(prefix=POOLER_PREFIX))
     (folder / "owner.pid").write_text(str(os.getpid()))
     port = free_port()
-    (folder / "pgbouncer.ini").write_text(_config(port, password_server, folder, session_role))
+    (folder / "pgbouncer.ini").write_text(
+        _config(port, password_server, folder, session_role, query_wait_timeout)
+    )
     userlist = folder / "userlist.txt"
     userlist.write_text(
         f'"postgres" "{SUPERUSER_PASSWORD}"\n"{session_role}" "{SESSION_PASSWORD}"\n'
@@ -587,8 +603,8 @@ def test_the_session_check_refuses_the_transaction_pooler(pgbouncer, direct):
     )
 
 
-def test_the_session_check_waits_for_a_server_process_no_longer_than_the_probe(pgbouncer, direct):
-    """Its second client holds a server process; its own question finds the pool full: refused.
+def check_with_the_pool_full(pooled: URL) -> NotASession:
+    """Return the session check's refusal when its own question finds the pool full.
 
     Two blockers hold two of the pool's four server processes. The check's
     connection asks on a third and lets it go; as its second client
@@ -596,9 +612,7 @@ def test_the_session_check_waits_for_a_server_process_no_longer_than_the_probe(p
     the fourth. The pool is then full of open transactions, and the check's
     next question queues: clients doing this to each other would wait for
     one another as long as PgBouncer lets them queue (``query_wait_timeout``).
-    The check gives up after its probe's bound instead, and refuses.
     """
-    pooled = pgbouncer.url(direct)
     engine = create_engine(pooled)
     blockers: list[psycopg.Connection] = []
 
@@ -632,9 +646,31 @@ def test_the_session_check_waits_for_a_server_process_no_longer_than_the_probe(p
             blocker.close()
         engine.dispose()
     assert refused.value.url == shown(pooled)
-    assert refused.value.evidence == (
+    return refused.value
+
+
+def test_the_session_check_waits_for_a_server_process_no_longer_than_the_probe(pgbouncer, direct):
+    """The check's own question finds the pool full: it gives up after its probe's bound."""
+    refused = check_with_the_pool_full(pgbouncer.url(direct))
+
+    assert refused.evidence == (
         "it got no server process within 5s while a second connection through it held one, "
         "so it does not keep one session"
+    )
+
+
+def test_the_session_checks_own_question_failing_is_worded_as_its_own(password_server, direct):
+    """PgBouncer cuts the check's queued question (a 1 s ``query_wait_timeout``): its words.
+
+    The error is the checked connection's, not the second client's, and the
+    refusal says so.
+    """
+    with running_pgbouncer(password_server, query_wait_timeout=1) as impatient:
+        refused = check_with_the_pool_full(impatient.url(direct))
+
+    assert refused.evidence == (
+        "its own question for its server process, asked while a second connection through "
+        "it held one, failed: query_wait_timeout"
     )
 
 
