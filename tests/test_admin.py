@@ -94,7 +94,7 @@ def viewer_client(client: Client) -> Client:
 
 @pytest.fixture
 def superuser_client(client: Client) -> Client:
-    client.force_login(User.objects.create_superuser("root", password="unused"))
+    client.force_login(User.objects.create_superuser("root", password=None))
     return client
 
 
