@@ -247,8 +247,7 @@ def kill(process: subprocess.Popen) -> tuple[str, str]:
 
 def killed_in_time(process: subprocess.Popen) -> bool:
     """SIGKILL ``process``; return False if it had already finished, successfully, by itself."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, signal.SIGKILL)
+    os.kill(process.pid, signal.SIGKILL)  # an unreaped child keeps its pid
     _, stderr = process.communicate(timeout=60)
     assert process.returncode in (0, -signal.SIGKILL), (process.returncode, stderr)
     return process.returncode == -signal.SIGKILL
@@ -307,6 +306,7 @@ def test_sigkill_before_the_lock_leaves_a_whole_revision(
                     assert connected, f"{context}: it finished before the kill"
                     assert versions(db.engine) == [HEAD], context
                     assert catalog(db.engine) == revision_catalogs[HEAD], context
+                    assert data_checksums(db.engine) == db.checksums_before, context
                     finished_first.append(f"{delay:.3f}s")
                     bound = delay
                     continue
